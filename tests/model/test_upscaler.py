@@ -1,0 +1,309 @@
+"""PetCam upscaler (C++) against the plain PyTorch Real-ESRGAN reference.
+
+All images are small crops of real photos so the whole file runs in well
+under two minutes on two cores.  Run with -s to see the PSNRs.
+"""
+
+import os
+import random
+import resource
+import shutil
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.filters import gaussian
+
+from conftest import (MODELS_DIR, PYTHON, REF_SCRIPT, SCALE, cut, load, psnr, run, save)
+
+MODELS = ["x4fast", "x4plus"]
+TILE = {"x4fast": 48, "x4plus": 32}  # 2 x 2 tiles on the MODEL_INPUTS crops
+
+
+def rgb_of(path):
+    with Image.open(path) as im:
+        return np.array(im.convert("RGB"))
+
+
+# ---------------------------------------------------------------- accuracy
+
+@pytest.mark.parametrize("model", MODELS)
+def test_fp32_matches_reference(model, petcam, ref, inputs):
+    src = inputs[model]
+    ours = load(petcam.upscale(src, model, "fp32"))
+    theirs = ref.upscale(src, model, "fp32")
+    h, w = load(src).shape[:2]
+    assert ours.shape == (SCALE * h, SCALE * w, 3)
+    p = psnr(ours, theirs)
+    print(f"\n{model} fp32 ours vs reference: {p:.2f} dB, max |diff| "
+          f"{np.abs(ours.astype(int) - theirs).max()}")
+    assert p >= 45.0
+
+
+def seam_mask(shape, tile, half=4):
+    """True on the output pixels within `half` px of a tile border (8-px bands)."""
+    mask = np.zeros(shape[:2], bool)
+    step = tile * SCALE
+    for x in range(step, shape[1], step):
+        mask[:, x - half:x + half] = True
+    for y in range(step, shape[0], step):
+        mask[y - half:y + half, :] = True
+    return mask
+
+
+def seam_stats(tiled, full, tile):
+    """(PSNR, mean and max abs diff inside the seam bands) of tiled vs whole-image output."""
+    diff = np.abs(tiled.astype(np.int16) - full.astype(np.int16)).max(axis=2)
+    band = diff[seam_mask(tiled.shape, tile)]
+    return psnr(tiled, full), band.mean(), band.max()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_tiled_vs_untiled(model, petcam, ref, inputs):
+    """Tiling with the default pad must cost no more than it costs Real-ESRGAN itself.
+
+    Real-ESRGAN's tiling is not lossless (receptive fields are far larger than
+    the 10 px pad), so the bounds are relative to the reference doing the same
+    thing.  Calibration on these crops: a correct tiler is at the reference's
+    numbers; dropping the pad (tile_pad 0) raises the band mean by 2-3 levels;
+    an off-by-one crop leaves > 100 level spikes on the seams.
+    """
+    src, tile = inputs[model], TILE[model]
+    h, w = load(src).shape[:2]
+    assert -(-w // tile) * -(-h // tile) >= 4, "the tile size must force at least 4 tiles"
+    full = load(petcam.upscale(src, model, "fp32"))
+    tiled = load(petcam.upscale(src, model, "fp32", tile=tile))
+    p, band_mean, band_max = seam_stats(tiled, full, tile)
+    rp, rband_mean, rband_max = seam_stats(ref.upscale(src, model, "fp32", tile, 10),
+                                           ref.upscale(src, model, "fp32"), tile)
+    print(f"\n{model} tile {tile}: ours tiled vs untiled {p:.2f} dB, seam band mean "
+          f"{band_mean:.2f} max {band_max}; reference {rp:.2f} dB, band mean "
+          f"{rband_mean:.2f} max {rband_max}")
+    assert p >= 40.0
+    assert p >= rp - 1.0
+    assert band_mean <= rband_mean + 0.75, "visible seams: tiles lack context or are misplaced"
+    assert band_max <= rband_max + 24, "seam spikes: tile outputs are cropped/placed wrongly"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_tiling_matches_realesrgan_geometry(model, petcam, ref, inputs):
+    """Ours tiled must equal the reference's RealESRGANer.tile_process, seams included."""
+    src, tile = inputs[model], TILE[model]
+    ours = load(petcam.upscale(src, model, "fp32", tile=tile))
+    theirs = ref.upscale(src, model, "fp32", tile, 10)
+    p, band_mean, band_max = seam_stats(ours, theirs, tile)
+    print(f"\n{model} tile {tile}: ours tiled vs reference tiled {p:.2f} dB, "
+          f"seam band mean {band_mean:.2f} max {band_max}")
+    assert p >= 45.0
+    assert band_mean <= 1.0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_bf16(model, petcam, ref, inputs):
+    src = inputs[model]
+    ours16 = load(petcam.upscale(src, model, "bf16"))
+    ours32 = load(petcam.upscale(src, model, "fp32"))
+    ref16 = ref.upscale(src, model, "bf16")
+    p_self, p_ref = psnr(ours16, ours32), psnr(ours16, ref16)
+    print(f"\n{model} bf16: ours bf16 vs ours fp32 {p_self:.2f} dB, "
+          f"ours bf16 vs reference bf16 {p_ref:.2f} dB, "
+          f"reference bf16 vs reference fp32 {psnr(ref16, ref.upscale(src, model)):.2f} dB")
+    assert p_self >= 35.0
+    assert p_ref >= 35.0
+
+
+def test_precision_auto(petcam, ref, inputs):
+    src = inputs["x4fast"]
+    ours = load(petcam.upscale(src, "x4fast", "auto"))
+    p = psnr(ours, ref.upscale(src, "x4fast"))
+    print(f"\nx4fast --precision auto vs reference fp32: {p:.2f} dB")
+    assert p >= 35.0
+
+
+# ---------------------------------------------------------------- .pth models
+
+@pytest.mark.parametrize("key", ["params_ema", "params", "plain"])
+def test_pth_model_equals_param_model(key, petcam, inputs, tmp_path):
+    pth = tmp_path / f"x4fast_{key}.pth"
+    r = run([PYTHON, REF_SCRIPT, "export-pth",
+             os.path.join(MODELS_DIR, "realesrgan-x4fast.param"), pth, "--key", key])
+    assert r.returncode == 0, r.stderr
+    src = inputs["x4fast"]
+    via_pth = load(petcam.upscale(src, str(pth)))
+    via_param = load(petcam.upscale(src, "x4fast"))
+    p = psnr(via_pth, via_param)
+    print(f"\n.pth ({key}) vs .param: {p:.2f} dB")
+    assert p >= 60.0
+
+
+# ---------------------------------------------------------------- geometry / formats
+
+def test_jpeg_exif_orientation(petcam, ref, tmp_path):
+    """Orientation 6 = rotate 90 deg clockwise to display: output is 4x the *oriented* size."""
+    stored = cut("grace_hopper", 200, 180, 48, 32)  # 48 wide, 32 tall as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    src = save(tmp_path / "exif6.jpg", stored, quality=95, exif=exif.tobytes())
+    out = petcam.upscale(src, "x4fast")
+    with Image.open(out) as im:
+        assert im.size == (SCALE * 32, SCALE * 48), f"got {im.size}: EXIF orientation ignored?"
+    # Same dimensions for a 90 and a 270 degree turn: check the content too.
+    p = psnr(rgb_of(out), ref.upscale(src, "x4fast"))  # the reference applies EXIF via PIL
+    print(f"\nEXIF-6 JPEG ours vs reference: {p:.2f} dB")
+    assert p >= 30.0
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_grayscale_input_stays_grayscale(ext, petcam, ref, tmp_path):
+    gray = np.array(Image.fromarray(cut("grace_hopper", 220, 200, 40, 32)).convert("L"))
+    src = save(tmp_path / f"gray{ext}", gray, **({"quality": 95} if ext == ".jpg" else {}))
+    out = load(petcam.upscale(src, "x4fast"))
+    assert out.shape[:2] == (SCALE * 32, SCALE * 40)
+    if out.ndim == 3:
+        assert out.shape[2] == 3
+        assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2]), \
+            "grayscale input gave a colour output"
+        out = out[..., 0]
+    theirs = ref.upscale(src, "x4fast").astype(np.float64).mean(axis=2).round().astype(np.uint8)
+    p = psnr(out, theirs)
+    print(f"\ngrayscale {ext}: ours vs reference (channel mean) {p:.2f} dB")
+    assert p >= 30.0
+
+
+def test_rgba_alpha_is_dropped(petcam, tmp_path):
+    rgb = cut("grace_hopper", 240, 220, 40, 32)
+    alpha = np.tile(np.linspace(0, 255, 40).astype(np.uint8), (32, 1))  # not uniform on purpose
+    rgba_src = save(tmp_path / "rgba.png", np.dstack([rgb, alpha]))
+    rgb_src = save(tmp_path / "rgb.png", rgb)
+    out = petcam.upscale(rgba_src, "x4fast")
+    with Image.open(out) as im:
+        assert im.mode == "RGB", f"expected a 3-channel output, got {im.mode}"
+        assert im.size == (SCALE * 40, SCALE * 32)
+    # "Dropped" means the colour channels are used as they are, not blended with a background.
+    p = psnr(load(out), load(petcam.upscale(rgb_src, "x4fast")))
+    print(f"\nRGBA vs RGB-only input: {p:.2f} dB")
+    assert p >= 60.0
+
+
+def test_jpeg_output(petcam, inputs):
+    src = inputs["x4fast"]
+    out = petcam.upscale(src, "x4fast", ext=".jpg", extra=("--quality", "92"))
+    with Image.open(out) as im:
+        assert im.format == "JPEG"
+        assert im.size == tuple(SCALE * s for s in Image.open(src).size)
+    p = psnr(rgb_of(out), load(petcam.upscale(src, "x4fast")))
+    print(f"\nJPEG q92 output vs PNG output: {p:.2f} dB")
+    assert p >= 30.0
+
+
+# ---------------------------------------------------------------- errors
+
+def _jpeg_sof0(width, height):
+    """SOI + a baseline SOF0 segment declaring width x height (3 components) + EOI."""
+    sof = struct.pack(">BHHB", 8, height, width, 3) + bytes([1, 0x11, 0, 2, 0x11, 0, 3, 0x11, 0])
+    return b"\xff\xd8" + b"\xff\xc0" + struct.pack(">H", len(sof) + 2) + sof + b"\xff\xd9"
+
+
+def _patch_sof_dims(jpeg, width, height):
+    """A real JPEG whose SOF0 claims another size: tables and scan stay valid-looking."""
+    i = jpeg.index(b"\xff\xc0")
+    return jpeg[:i + 5] + struct.pack(">HH", height, width) + jpeg[i + 9:]
+
+
+def _limit_memory():
+    # A decoder that believes 60000x60000 would allocate ~11 GB and take down the box.
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+
+def make_error_case(case, tmp_path):
+    """Returns (input path, model spec, preexec_fn, expected text in the message)."""
+    good_jpeg = tmp_path / "good.jpg"
+    save(good_jpeg, cut("grace_hopper", 200, 200, 64, 64), quality=90)
+    src, model, preexec, expect = str(good_jpeg), "x4fast", None, None
+    if case == "missing_input":
+        src = str(tmp_path / "does_not_exist.png")
+    elif case == "text_as_jpeg":
+        src = str(tmp_path / "notes.jpg")
+        open(src, "w").write("this is not a picture\n" * 20)
+    elif case == "truncated_jpeg":
+        data = good_jpeg.read_bytes()
+        src = str(tmp_path / "truncated.jpg")
+        open(src, "wb").write(data[:len(data) * 6 // 10])
+    elif case == "huge_header":
+        src = str(tmp_path / "huge_header.jpg")
+        open(src, "wb").write(_jpeg_sof0(60000, 60000))
+        preexec = _limit_memory
+    elif case == "huge_bomb":
+        src = str(tmp_path / "huge_bomb.jpg")
+        open(src, "wb").write(_patch_sof_dims(good_jpeg.read_bytes(), 60000, 60000))
+        preexec = _limit_memory
+    elif case == "missing_model":
+        model = str(tmp_path / "nope.param")
+    elif case == "truncated_bin":
+        model = str(tmp_path / "cut.param")
+        shutil.copy(os.path.join(MODELS_DIR, "realesrgan-x4fast.param"), model)
+        data = open(os.path.join(MODELS_DIR, "realesrgan-x4fast.bin"), "rb").read()
+        open(tmp_path / "cut.bin", "wb").write(data[:-3])
+    elif case == "param_shape_mismatch":
+        model = str(tmp_path / "bad.param")
+        text = open(os.path.join(MODELS_DIR, "realesrgan-x4fast.param")).read()
+        line = next(l for l in text.splitlines() if l.split()[1:2] == ["Conv_4"])
+        assert " 0=64 " in line
+        open(model, "w").write(text.replace(line, line.replace(" 0=64 ", " 0=63 ")))
+        shutil.copy(os.path.join(MODELS_DIR, "realesrgan-x4fast.bin"), tmp_path / "bad.bin")
+        expect = "Conv_"
+    else:
+        raise AssertionError(case)
+    return src, model, preexec, expect
+
+
+ERROR_CASES = ["missing_input", "text_as_jpeg", "truncated_jpeg", "huge_header", "huge_bomb",
+               "missing_model", "truncated_bin", "param_shape_mismatch"]
+
+
+@pytest.mark.parametrize("case", ERROR_CASES)
+def test_errors_are_one_clean_line(case, petcam, tmp_path):
+    src, model, preexec, expect = make_error_case(case, tmp_path)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    out = outdir / "result.png"
+    r = petcam.run("upscale", src, out, "--model", model, "--threads", "1",
+                   timeout=60, preexec_fn=preexec)
+    lines = r.stderr.strip().splitlines()
+    print(f"\n{case}: rc={r.returncode} stderr={r.stderr.strip()!r}")
+    assert r.returncode > 0, f"expected a non-zero exit, got {r.returncode} (negative = signal)"
+    assert len(lines) == 1 and lines[0].startswith("error: "), \
+        f"expected exactly one 'error: ...' line on stderr, got {r.stderr!r}"
+    if expect:
+        assert expect in lines[0], f"the message should name the layer ({expect}...)"
+    assert list(outdir.iterdir()) == [], "a failed run must not leave an output file"
+
+
+# ---------------------------------------------------------------- bestcut
+
+def test_bestcut_prefers_the_sharpest(petcam, tmp_path):
+    base = cut("grace_hopper", 160, 140, 160, 120)
+    sigmas = [0, 1, 2, 3]
+    order = sigmas[:]
+    random.Random(7).shuffle(order)
+    assert order != sorted(order)
+    files = {}
+    for pos, sigma in enumerate(order):
+        img = base if sigma == 0 else gaussian(base, sigma=sigma, channel_axis=-1,
+                                               preserve_range=True).round().astype(np.uint8)
+        files[sigma] = save(tmp_path / f"burst_{pos}.jpg", img, quality=95)
+    r = petcam.run("bestcut", *[files[s] for s in order], timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    print("\n" + r.stdout)
+    assert len(lines) == len(order) + 1, r.stdout
+    scores = {}
+    for line in lines[:-1]:
+        score, path = line.split(None, 1)
+        scores[path.strip()] = float(score)
+    assert set(scores) == set(files.values())
+    assert lines[-1] == f"best: {files[0]}"
+    by_sigma = [scores[files[s]] for s in sigmas]
+    assert all(a > b for a, b in zip(by_sigma, by_sigma[1:])), \
+        f"sharpness scores should fall as blur grows: {by_sigma}"

@@ -1,0 +1,169 @@
+#include "upscaler/upscaler.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "test_photos.h"
+#include "upscaler/weights.h"
+
+namespace fs = std::filesystem;
+namespace up = petcam::upscaler;
+using petcam::test::model;
+using petcam::test::photo_crop;
+
+namespace {
+
+cv::Mat run(up::Upscaler& u, const cv::Mat& rgb) {
+  cv::Mat out(rgb.rows * u.scale(), rgb.cols * u.scale(), CV_8UC3, cv::Scalar(7, 7, 7));
+  u.process({rgb.data, rgb.cols, rgb.rows, rgb.step}, {out.data, out.cols, out.rows, out.step});
+  return out;
+}
+
+std::unique_ptr<up::Upscaler> load(const std::string& path, up::Precision p, int tile, int pad = -1) {
+  up::Params params;
+  params.model_path = path;
+  params.precision = p;
+  params.tile = tile;
+  params.tile_pad = pad;
+  params.threads = 2;
+  return up::Upscaler::load(params);
+}
+
+std::string load_error(const std::string& path) {
+  try {
+    load(path, up::Precision::Fp32, 0);
+  } catch (const up::ModelError& e) {
+    return e.what();
+  }
+  return "(loaded)";
+}
+
+// A copy of the x4fast pair in a temp dir, for corrupting.
+struct ModelCopy {
+  fs::path dir = fs::temp_directory_path() / ("petcam-model-" + std::to_string(::getpid()));
+  fs::path param = dir / "m.param";
+  fs::path bin = dir / "m.bin";
+  ModelCopy() {
+    fs::create_directories(dir);
+    fs::copy_file(model("x4fast"), param, fs::copy_options::overwrite_existing);
+    fs::copy_file(fs::path(model("x4fast")).replace_extension(".bin"), bin, fs::copy_options::overwrite_existing);
+  }
+  ~ModelCopy() { fs::remove_all(dir); }
+  std::string read_param() const {
+    std::ifstream f(param);
+    return {std::istreambuf_iterator<char>(f), {}};
+  }
+  void write_param(const std::string& s) const { std::ofstream(param) << s; }
+};
+
+}  // namespace
+
+TEST(Upscaler, LoadsBothArchitecturesWithTheirCost) {
+  auto fast = load(model("x4fast"), up::Precision::Fp32, 0);
+  EXPECT_EQ(fast->architecture(), "SRVGGNetCompact(64 feat, 32 conv, x4)");
+  EXPECT_EQ(fast->macs_per_input_pixel(), 1'209'024);
+  EXPECT_EQ(fast->tile_pad(), 34);
+  auto plus = load(model("x4plus"), up::Precision::Fp32, 0);
+  EXPECT_EQ(plus->architecture(), "RRDBNet(23 blocks, 64 feat, 32 grow)");
+  EXPECT_EQ(plus->macs_per_input_pixel(), 17'926'848);
+  EXPECT_EQ(plus->scale(), 4);
+}
+
+TEST(Upscaler, AutoPrecisionFollowsTheCpu) {
+  auto u = load(model("x4fast"), up::Precision::Auto, 0);
+  EXPECT_EQ(u->precision(), up::cpu_has_fast_bf16() ? up::Precision::Bf16 : up::Precision::Fp32);
+  EXPECT_THROW(up::parse_precision("fp16"), std::invalid_argument);
+}
+
+TEST(Upscaler, TilingWithTheReceptiveFieldAsPadIsSeamless) {
+  const cv::Mat in = photo_crop(petcam::test::kChelsea, 96, 72);
+  auto whole = load(model("x4fast"), up::Precision::Fp32, 0);
+  auto tiled = load(model("x4fast"), up::Precision::Fp32, 32);
+  EXPECT_EQ(tiled->tile_count(96, 72), 9);
+  const cv::Mat a = run(*whole, in), b = run(*tiled, in);
+  // Same maths; only oneDNN's summation order differs with the tile shape, flipping a rounding.
+  EXPECT_LE(cv::norm(a, b, cv::NORM_INF), 1.0);
+  EXPECT_LT(cv::norm(a, b, cv::NORM_L1) / double(a.total() * 3), 0.01);
+  // With too little context the seams show: the test can tell.
+  auto thin = load(model("x4fast"), up::Precision::Fp32, 32, 2);
+  const cv::Mat c = run(*thin, in);
+  EXPECT_GT(cv::norm(a, c, cv::NORM_INF), 8.0);
+}
+
+TEST(Upscaler, OutputIsExactlyFourTimesAndFillsEveryPixel) {
+  const cv::Mat in = photo_crop(petcam::test::kCoffee, 37, 23);
+  for (int pre_pad : {0, 10}) {
+    up::Params p;
+    p.model_path = model("x4fast");
+    p.tile = 16;
+    p.pre_pad = pre_pad;
+    auto u = up::Upscaler::load(p);
+    cv::Mat out(23 * 4, 37 * 4, CV_8UC3, cv::Scalar(1, 2, 3));
+    u->process({in.data, in.cols, in.rows, in.step}, {out.data, out.cols, out.rows, out.step});
+    // The canary colour survives only where nothing was written.
+    cv::Mat canary;
+    cv::inRange(out, cv::Scalar(1, 2, 3), cv::Scalar(1, 2, 3), canary);
+    EXPECT_LT(cv::countNonZero(canary), 20) << "pre_pad " << pre_pad;
+  }
+  auto u = load(model("x4fast"), up::Precision::Fp32, 0);
+  cv::Mat wrong(10, 10, CV_8UC3);
+  EXPECT_THROW(u->process({in.data, in.cols, in.rows, in.step}, {wrong.data, 10, 10, wrong.step}), std::invalid_argument);
+}
+
+TEST(Upscaler, LoadsAPyTorchStateDictByName) {
+  auto net = up::load_network(model("x4fast"));
+  const fs::path pth = fs::temp_directory_path() / ("petcam-" + std::to_string(::getpid()) + ".pth");
+  c10::Dict<std::string, torch::Tensor> sd;
+  for (const auto& p : net->named_parameters()) sd.insert(p.key(), p.value().clone());
+  c10::Dict<std::string, c10::Dict<std::string, torch::Tensor>> wrapped;
+  wrapped.insert("params_ema", sd);
+  const auto bytes = torch::pickle_save(torch::IValue(wrapped));
+  std::ofstream(pth, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+
+  const cv::Mat in = photo_crop(petcam::test::kChelsea, 40, 30);
+  auto from_ncnn = load(model("x4fast"), up::Precision::Fp32, 0);
+  auto from_pth = load(pth.string(), up::Precision::Fp32, 0);
+  EXPECT_EQ(from_pth->architecture(), from_ncnn->architecture());
+  EXPECT_EQ(cv::norm(run(*from_ncnn, in), run(*from_pth, in), cv::NORM_INF), 0.0);
+  fs::remove(pth);
+}
+
+TEST(ModelErrors, NameTheFileAndTheLayer) {
+  EXPECT_NE(load_error("/nonexistent/m.param").find("/nonexistent/m.param"), std::string::npos);
+  {
+    ModelCopy m;
+    fs::resize_file(m.bin, fs::file_size(m.bin) - 7);
+    const auto e = load_error(m.param.string());
+    EXPECT_NE(e.find("truncated in layer Conv_66"), std::string::npos) << e;
+  }
+  {
+    ModelCopy m;
+    std::ofstream(m.bin, std::ios::app) << "junk";
+    EXPECT_NE(load_error(m.param.string()).find("4 bytes left after the last layer"), std::string::npos);
+  }
+  {
+    ModelCopy m;
+    auto text = m.read_param();
+    const auto at = text.find("0=64", text.find("Conv_2 "));
+    text.replace(at, 4, "0=32");
+    m.write_param(text);
+    const auto e = load_error(m.param.string());
+    EXPECT_NE(e.find("layer Conv_2 does not fit"), std::string::npos) << e;
+  }
+  {
+    ModelCopy m;
+    std::fstream f(m.bin, std::ios::in | std::ios::out | std::ios::binary);
+    f.write("\x11\x22\x33\x44", 4);  // the first weight tag
+    f.close();
+    const auto e = load_error(m.param.string());
+    EXPECT_NE(e.find("Conv_0 has weight tag 0x44332211"), std::string::npos) << e;
+  }
+  {
+    ModelCopy m;
+    std::ofstream(m.dir / "bad.pth") << "not a pickle";
+    EXPECT_NE(load_error((m.dir / "bad.pth").string()).find("not a PyTorch .pth file"), std::string::npos);
+  }
+}
