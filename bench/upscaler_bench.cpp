@@ -54,7 +54,7 @@ int main(int argc, char** argv) try {
   p.model_path = arg(argc, argv, "--model", "models/realesrgan-x4fast.param");
   p.precision = up::parse_precision(arg(argc, argv, "--precision", "auto"));
   p.threads = std::stoi(arg(argc, argv, "--threads", "0"));
-  p.tile = std::stoi(arg(argc, argv, "--tile", "0"));
+  p.tile = std::stoi(arg(argc, argv, "--tile", "-1"));
   p.tile_pad = std::stoi(arg(argc, argv, "--tile-pad", "-1"));
   const int repeat = std::max(1, std::stoi(arg(argc, argv, "--repeat", "3")));
   const int warmup = std::max(0, std::stoi(arg(argc, argv, "--warmup", "1")));

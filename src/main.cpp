@@ -48,7 +48,7 @@ petcam::imaging::OutputFormat output_format(const std::string& path) {
 
 struct UpscaleArgs {
   std::string in, out, model = "x4fast", precision = "auto";
-  int tile = 0, tile_pad = -1, threads = 0, quality = 95;
+  int tile = -1, tile_pad = -1, threads = 0, quality = 95;
   std::int64_t max_pixels = petcam::imaging::Limits{}.max_pixels;
 };
 
@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
   up->add_option("IN", ua.in, "input JPEG or PNG")->required();
   up->add_option("OUT", ua.out, "output .jpg or .png")->required();
   up->add_option("--model", ua.model, "x4plus, x4fast, or a path to a .param or .pth")->capture_default_str();
-  up->add_option("--tile", ua.tile, "tile size in input px (0 = the model's default)");
+  up->add_option("--tile", ua.tile, "tile size in input px (0 = whole image; default: the model's)");
   up->add_option("--tile-pad", ua.tile_pad, "tile overlap per side (default: seamless for the model)");
   up->add_option("--precision", ua.precision, "auto, fp32 or bf16")->capture_default_str();
   up->add_option("--threads", ua.threads, "inference threads (0 = all cores)");

@@ -2,6 +2,7 @@
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <png.h>
 
 #include <cstring>
 
@@ -85,6 +86,25 @@ bool jpeg_has_end(std::span<const std::uint8_t> b) {
   return false;
 }
 
+// libpng's simplified API reports problems in image.message instead of printing to stderr
+// (OpenCV's PNG reader lets libpng print), and gives RGBA whatever the stored colour type.
+cv::Mat decode_png_rgb(std::span<const std::uint8_t> bytes) {
+  png_image image{};
+  image.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(&image, bytes.data(), bytes.size()))
+    throw ImageError(std::string("PNG is corrupt: ") + image.message);
+  image.format = PNG_FORMAT_RGBA;
+  cv::Mat rgba(static_cast<int>(image.height), static_cast<int>(image.width), CV_8UC4);
+  if (!png_image_finish_read(&image, nullptr, rgba.data, static_cast<png_int_32>(rgba.step), nullptr)) {
+    const std::string why = image.message;
+    png_image_free(&image);
+    throw ImageError("PNG is corrupt or truncated: " + why);
+  }
+  cv::Mat rgb;
+  cv::cvtColor(rgba, rgb, cv::COLOR_RGBA2RGB);  // drops alpha without compositing
+  return rgb;
+}
+
 void swap_red_blue(cv::Mat& m) {
   for (int y = 0; y < m.rows; ++y) {
     auto* p = m.ptr<std::uint8_t>(y);
@@ -116,13 +136,17 @@ Photo decode(std::span<const std::uint8_t> bytes, const Limits& limits) {
   const Header h = check_header(bytes, limits);
   if (h.format == Format::Jpeg && !jpeg_has_end(bytes))
     throw ImageError("JPEG is truncated: its image data has no end marker");
-  const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<std::uint8_t*>(bytes.data()));
   Photo photo;
-  // IMREAD_COLOR applies EXIF orientation, expands grey and drops alpha.
-  photo.rgb = cv::imdecode(raw, cv::IMREAD_COLOR);
-  if (photo.rgb.empty()) throw ImageError("the image data is corrupt or truncated and cannot be decoded");
-  swap_red_blue(photo.rgb);
   photo.grayscale = h.channels <= 2;
+  if (h.format == Format::Png) {
+    photo.rgb = decode_png_rgb(bytes);
+    return photo;
+  }
+  const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<std::uint8_t*>(bytes.data()));
+  // IMREAD_COLOR applies EXIF orientation and expands grey.
+  photo.rgb = cv::imdecode(raw, cv::IMREAD_COLOR);
+  if (photo.rgb.empty()) throw ImageError("the JPEG data is corrupt and cannot be decoded");
+  swap_red_blue(photo.rgb);
   return photo;
 }
 

@@ -20,7 +20,7 @@ class TorchUpscaler final : public Upscaler {
     precision_ = p.precision == Precision::Auto ? (cpu_has_fast_bf16() ? Precision::Bf16 : Precision::Fp32)
                                                  : p.precision;
     dtype_ = precision_ == Precision::Bf16 ? torch::kBFloat16 : torch::kFloat;
-    tile_ = p.tile > 0 ? p.tile : net_->default_tile();
+    tile_ = p.tile >= 0 ? p.tile : net_->default_tile();
     tile_pad_ = p.tile_pad >= 0 ? p.tile_pad : net_->default_tile_pad();
     pre_pad_ = std::max(0, p.pre_pad);
     // oneDNN is fastest with NHWC weights and activations; NCHW would reorder around every conv.

@@ -1,6 +1,6 @@
 #include "upscaler/weights.h"
 
-#include <torch/script.h>
+#include <torch/torch.h>
 
 #include <cstring>
 #include <filesystem>
@@ -9,6 +9,7 @@
 #include <regex>
 
 #include "upscaler/ncnn_param.h"
+#include "upscaler/pth_reader.h"
 #include "upscaler/upscaler.h"
 
 namespace petcam::upscaler {
@@ -42,6 +43,7 @@ class BinReader {
     if (tag == kTagFp16) {
       auto half = torch::empty({count}, torch::kHalf);
       take(layer, half.data_ptr(), count * 2, "fp16 weights");
+      if (count % 2) skip(layer, 2, "fp16 padding");  // ncnn pads fp16 blobs to 4 bytes
       return half.to(torch::kFloat).reshape(shape);
     }
     if (tag == 0 || tag == kTagFp32) return fp32(layer, count, "fp32 weights").reshape(shape);
@@ -64,6 +66,11 @@ class BinReader {
   }
 
  private:
+  void skip(const NcnnLayer& layer, std::int64_t bytes, const char* what) {
+    char pad[4];
+    take(layer, pad, bytes, what);
+  }
+
   void take(const NcnnLayer& layer, void* dst, std::int64_t bytes, const char* what) {
     if (bytes < 0 || pos_ + static_cast<std::size_t>(bytes) > data_.size())
       throw ModelError(path_ + ": truncated in layer " + layer.name + " (" + what + ": needs " +
@@ -159,24 +166,18 @@ std::shared_ptr<Network> load_ncnn(const std::string& param_path, const std::str
 
 namespace {
 
-std::map<std::string, torch::Tensor> state_dict_of(const torch::IValue& root, const std::string& path) {
-  if (!root.isGenericDict()) throw ModelError(path + ": not a PyTorch state dict (top level is not a dict)");
-  auto dict = root.toGenericDict();
-  for (const char* key : {"params_ema", "params"}) {
-    auto it = dict.find(torch::IValue(std::string(key)));
-    if (it != dict.end()) {
-      if (!it->value().isGenericDict()) throw ModelError(path + ": '" + key + "' is not a dict");
-      dict = it->value().toGenericDict();
-      break;
-    }
+// Real-ESRGAN's releases wrap the weights as {"params_ema": ...} or {"params": ...}; others are plain.
+std::map<std::string, torch::Tensor> state_dict_of(const std::map<std::string, torch::Tensor>& all) {
+  for (const std::string wrapper : {"params_ema/", "params/"}) {
+    std::map<std::string, torch::Tensor> inner;
+    for (const auto& [k, v] : all)
+      if (k.rfind(wrapper, 0) == 0) inner[k.substr(wrapper.size())] = v;
+    if (!inner.empty()) return inner;
   }
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& entry : dict) {
-    if (!entry.key().isString() || !entry.value().isTensor())
-      throw ModelError(path + ": state dict entries must map names to tensors");
-    out[entry.key().toStringRef()] = entry.value().toTensor();
-  }
-  return out;
+  std::map<std::string, torch::Tensor> plain;
+  for (const auto& [k, v] : all)
+    if (k.find('/') == std::string::npos) plain[k] = v;
+  return plain;
 }
 
 int count_matching(const std::map<std::string, torch::Tensor>& sd, const std::regex& re) {
@@ -217,14 +218,7 @@ std::shared_ptr<Network> network_for_state(const std::map<std::string, torch::Te
 }  // namespace
 
 std::shared_ptr<Network> load_pth(const std::string& pth_path) {
-  const auto data = read_file(pth_path);
-  torch::IValue root;
-  try {
-    root = torch::pickle_load(data);
-  } catch (const c10::Error& e) {
-    throw ModelError(pth_path + ": not a PyTorch .pth file (" + e.what_without_backtrace() + ")");
-  }
-  const auto sd = state_dict_of(root, pth_path);
+  const auto sd = state_dict_of(read_pth(pth_path));
   auto net = network_for_state(sd, pth_path);
   std::size_t used = 0;
   for (auto& p : net->named_parameters()) {

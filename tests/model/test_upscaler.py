@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from skimage.filters import gaussian
 
-from conftest import (MODELS_DIR, PYTHON, REF_SCRIPT, SCALE, cut, load, psnr, run, save)
+from conftest import (MODELS_DIR, PHOTOS, PYTHON, REF_SCRIPT, SCALE, cut, load, psnr, run, save)
 
 MODELS = ["x4fast", "x4plus"]
 TILE = {"x4fast": 48, "x4plus": 32}  # 2 x 2 tiles on the MODEL_INPUTS crops
@@ -86,17 +86,30 @@ def test_tiled_vs_untiled(model, petcam, ref, inputs):
     assert band_max <= rband_max + 24, "seam spikes: tile outputs are cropped/placed wrongly"
 
 
+GEOMETRY_TILE = 16  # divides both crops: 6 x 5 tiles for x4fast, 4 x 3 for x4plus
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_tiling_matches_realesrgan_geometry(model, petcam, ref, inputs):
-    """Ours tiled must equal the reference's RealESRGANer.tile_process, seams included."""
-    src, tile = inputs[model], TILE[model]
-    ours = load(petcam.upscale(src, model, "fp32", tile=tile))
-    theirs = ref.upscale(src, model, "fp32", tile, 10)
-    p, band_mean, band_max = seam_stats(ours, theirs, tile)
-    print(f"\n{model} tile {tile}: ours tiled vs reference tiled {p:.2f} dB, "
-          f"seam band mean {band_mean:.2f} max {band_max}")
-    assert p >= 45.0
-    assert band_mean <= 1.0
+    """With Real-ESRGAN's pad (10), ours tiled must be RealESRGANer.tile_process.
+
+    PetCam balances the core sizes of its tiles, which is Real-ESRGAN's layout
+    exactly when the tile size divides the image, so the test uses such sizes.
+    Tiling changes the output by more than fp32 noise (see test_tiled_vs_untiled),
+    so ours must land clearly closer to the reference's tiled output than to its
+    untiled one; another tile placement or pad fails that.
+    """
+    src, tile = inputs[model], GEOMETRY_TILE
+    h, w = load(src).shape[:2]
+    assert w % tile == 0 and h % tile == 0
+    ours = load(petcam.upscale(src, model, "fp32", tile=tile, tile_pad=10))
+    p_tiled, band_mean, band_max = seam_stats(ours, ref.upscale(src, model, "fp32", tile, 10), tile)
+    p_untiled = psnr(ours, ref.upscale(src, model, "fp32"))
+    print(f"\n{model} tile {tile} pad 10: ours vs reference tiled {p_tiled:.2f} dB (seam band "
+          f"mean {band_mean:.2f} max {band_max}), vs reference untiled {p_untiled:.2f} dB")
+    assert p_tiled >= 45.0
+    assert p_tiled >= p_untiled + 3.0, "tiles are not placed/padded like Real-ESRGAN's"
+    assert band_mean <= 0.5
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -189,9 +202,10 @@ def test_rgba_alpha_is_dropped(petcam, tmp_path):
 def test_jpeg_output(petcam, inputs):
     src = inputs["x4fast"]
     out = petcam.upscale(src, "x4fast", ext=".jpg", extra=("--quality", "92"))
+    h, w = load(src).shape[:2]
     with Image.open(out) as im:
         assert im.format == "JPEG"
-        assert im.size == tuple(SCALE * s for s in Image.open(src).size)
+        assert im.size == (SCALE * w, SCALE * h)
     p = psnr(rgb_of(out), load(petcam.upscale(src, "x4fast")))
     print(f"\nJPEG q92 output vs PNG output: {p:.2f} dB")
     assert p >= 30.0
@@ -216,6 +230,12 @@ def _limit_memory():
     resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
 
 
+def _is_asan(exe):
+    # ASan reserves terabytes of shadow address space, so an RLIMIT_AS would kill it at start.
+    with open(exe, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 def make_error_case(case, tmp_path):
     """Returns (input path, model spec, preexec_fn, expected text in the message)."""
     good_jpeg = tmp_path / "good.jpg"
@@ -238,6 +258,15 @@ def make_error_case(case, tmp_path):
         src = str(tmp_path / "huge_bomb.jpg")
         open(src, "wb").write(_patch_sof_dims(good_jpeg.read_bytes(), 60000, 60000))
         preexec = _limit_memory
+    elif case == "truncated_png_with_icc":
+        # chelsea.png's ICC profile makes libpng warn; the warning must not reach stderr
+        # next to the error.
+        with Image.open(PHOTOS["chelsea"]) as im:
+            icc = im.info["icc_profile"]
+        full = save(tmp_path / "icc.png", cut("chelsea", 150, 80, 64, 64), icc_profile=icc)
+        data = open(full, "rb").read()
+        src = str(tmp_path / "truncated.png")
+        open(src, "wb").write(data[:len(data) * 7 // 10])
     elif case == "missing_model":
         model = str(tmp_path / "nope.param")
     elif case == "truncated_bin":
@@ -258,13 +287,16 @@ def make_error_case(case, tmp_path):
     return src, model, preexec, expect
 
 
-ERROR_CASES = ["missing_input", "text_as_jpeg", "truncated_jpeg", "huge_header", "huge_bomb",
-               "missing_model", "truncated_bin", "param_shape_mismatch"]
+ERROR_CASES = ["missing_input", "text_as_jpeg", "truncated_jpeg", "truncated_png_with_icc",
+               "huge_header", "huge_bomb", "missing_model", "truncated_bin",
+               "param_shape_mismatch"]
 
 
 @pytest.mark.parametrize("case", ERROR_CASES)
 def test_errors_are_one_clean_line(case, petcam, tmp_path):
     src, model, preexec, expect = make_error_case(case, tmp_path)
+    if preexec and _is_asan(petcam.exe):
+        preexec = None
     outdir = tmp_path / "out"
     outdir.mkdir()
     out = outdir / "result.png"

@@ -143,8 +143,9 @@ class _BinCursor:
             return np.frombuffer(raw[:nbytes], dtype="<f2").astype(np.float32)
         if tag in (TAG_FP32, TAG_RAW_FP32):
             return self.fp32(count, what)
-        raise ModelError(f"{self.path}: {what}: unsupported weight tag 0x{tag:08X} "
-                         f"at offset {self.pos - 4} (int8/quantized blobs are not supported)")
+        raise ModelError(f"{self.path}: {what}: bad weight tag 0x{tag:08X} at offset "
+                         f"{self.pos - 4}: the .bin does not match the .param, or holds "
+                         f"int8/quantized weights (not supported)")
 
 
 def _check_conv_params(layer):
@@ -197,10 +198,11 @@ def read_bin(layers, bin_path):
 
 def load_ncnn(param_path):
     """Read <name>.param and the <name>.bin beside it."""
+    layers = parse_param(param_path)
     bin_path = os.path.splitext(param_path)[0] + ".bin"
     if not os.path.isfile(bin_path):
         raise ModelError(f"{bin_path}: missing (expected next to {param_path})")
-    return read_bin(parse_param(param_path), bin_path)
+    return read_bin(layers, bin_path)
 
 
 # --------------------------------------------------------------------------
@@ -560,6 +562,8 @@ def cmd_upscale(a):
 
 
 def cmd_export_pth(a):
+    # An OrderedDict of fp32 tensors, optionally wrapped in a one-key dict: exactly what
+    # basicsr's save_network() writes for the Real-ESRGAN release .pth files.
     sd = load_model(a.model).state_dict()
     torch.save(sd if a.key == "plain" else {a.key: sd}, a.output)
 
