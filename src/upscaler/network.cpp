@@ -21,6 +21,15 @@ torch::nn::PReLU Network::make_prelu(int channels) {
 
 std::int64_t Network::macs_per_input_pixel() const { return macs_; }
 
+torch::Tensor Network::complete(const torch::Tensor& x) {
+  auto y = forward(x);
+  if (tail() == Tail::None) return y;
+  const double s = scale();
+  auto base = F::interpolate(
+      x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{s, s}).mode(torch::kNearest));
+  return F::pixel_shuffle(y, scale()).add_(base);
+}
+
 namespace {
 
 torch::Tensor lrelu(torch::Tensor x) { return torch::leaky_relu_(x, 0.2); }
@@ -90,6 +99,7 @@ class RRDBNet : public Network {
     feat = lrelu(conv_up2_->forward(upsample2(feat)));
     return conv_last_->forward(lrelu(conv_hr_->forward(feat)));
   }
+  Tail tail() const override { return Tail::None; }
 
   int scale() const override { return 4; }
   std::string describe() const override {
@@ -130,13 +140,9 @@ class SRVGGNetCompact : public Network {
   torch::Tensor forward(torch::Tensor x) override {
     auto out = x;
     for (std::size_t i = 0; i < acts_.size(); ++i) out = acts_[i]->forward(convs_[i]->forward(out));
-    out = F::pixel_shuffle(convs_.back()->forward(out), cfg_.upscale);
-    auto base = F::interpolate(
-        x, F::InterpolateFuncOptions()
-               .scale_factor(std::vector<double>{double(cfg_.upscale), double(cfg_.upscale)})
-               .mode(torch::kNearest));
-    return out.add_(base);
+    return convs_.back()->forward(out);
   }
+  Tail tail() const override { return Tail::PixelShuffleAddInput; }
 
   int scale() const override { return cfg_.upscale; }
   std::string describe() const override {

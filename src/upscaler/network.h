@@ -14,9 +14,19 @@ struct ConvSpec {
   bool leaky_relu;  // followed by LeakyReLU(0.2); ncnn fuses it into the conv as 9=2
 };
 
+// The last fixed step of a network, which the upscaler fuses with the conversion to 8-bit RGB
+// (one pass over the 4x output instead of five or six tensor ops).
+enum class Tail {
+  None,                  // forward() is the image: 3 x 4H x 4W
+  PixelShuffleAddInput,  // image = pixel_shuffle(forward(x), s) + nearest_upsample(x, s)
+};
+
 class Network : public torch::nn::Module {
  public:
+  // The network up to its tail(); complete() adds the tail with tensor ops.
   virtual torch::Tensor forward(torch::Tensor x) = 0;
+  virtual Tail tail() const = 0;
+  torch::Tensor complete(const torch::Tensor& x);
   virtual int scale() const = 0;
   virtual std::string describe() const = 0;
   virtual int default_tile() const = 0;

@@ -4,9 +4,11 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <thread>
 
+#include "upscaler/tensor_cache.h"
 #include "upscaler/tiling.h"
 #include "upscaler/weights.h"
 
@@ -50,18 +52,19 @@ class TorchUpscaler final : public Upscaler {
     for (int i = 0; i < total; ++i) {
       const Tile t = grid.at(i);
       try {
-        write_output(net_->forward(input_tensor(in, t.padded)), t, in, out);
+        run_tile(in, out, t);
       } catch (const c10::Error& e) {
         throw std::runtime_error(std::string("inference failed: ") + e.what_without_backtrace());
       }
       if (progress) progress(i + 1, total);
     }
+    tensor_cache::release();  // hold the tile working set only while tiles run
   }
 
  private:
-  // The padded tile as a 1x3xHxW tensor in NHWC memory; rows and columns past the image are
+  // The padded tile as an HxWx3 tensor in the model's dtype; rows and columns past the image are
   // reflected (pre_pad), as numpy's reflect pad does.
-  torch::Tensor input_tensor(ConstImageView in, const Rect& r) const {
+  torch::Tensor input_hwc(ConstImageView in, const Rect& r) const {
     auto hwc = torch::empty({r.h, r.w, 3}, torch::kUInt8);
     auto* dst = hwc.data_ptr<std::uint8_t>();
     for (int y = 0; y < r.h; ++y) {
@@ -72,8 +75,7 @@ class TorchUpscaler final : public Upscaler {
       for (int x = inside; x < r.w; ++x)
         std::memcpy(d + x * 3, row + static_cast<std::size_t>(reflect(r.x + x, in.width)) * 3, 3);
     }
-    // Permuting HWC gives NCHW sizes with NHWC strides: channels_last without a copy.
-    return hwc.to(torch::kFloat).div_(255.0).to(dtype_).permute({2, 0, 1}).unsqueeze(0);
+    return hwc.to(torch::kFloat).div_(255.0).to(dtype_);
   }
 
   static int reflect(int i, int n) {
@@ -82,21 +84,62 @@ class TorchUpscaler final : public Upscaler {
     return i;
   }
 
-  // Crops the tile's core from the model output and writes it as uint8 into `out`.
-  void write_output(const torch::Tensor& y, const Tile& t, ConstImageView in, ImageView out) const {
+  void run_tile(ConstImageView in, ImageView out, const Tile& t) {
+    const auto x_hwc = input_hwc(in, t.padded);
+    // Permuting HWC gives NCHW sizes with NHWC strides: channels_last without a copy.
+    auto y = net_->forward(x_hwc.permute({2, 0, 1}).unsqueeze(0)).contiguous(at::MemoryFormat::ChannelsLast);
+    // The tile's core, clipped to the image (a pre_pad tile may lie wholly in the margin).
+    Rect core = t.core;
+    core.w = std::min(core.x + core.w, in.width) - core.x;
+    core.h = std::min(core.y + core.h, in.height) - core.y;
+    if (core.w <= 0 || core.h <= 0) return;
+    if (dtype_ == torch::kBFloat16)
+      write_core<c10::BFloat16>(y, x_hwc, t.padded, core, out);
+    else
+      write_core<float>(y, x_hwc, t.padded, core, out);
+  }
+
+  static std::uint8_t to_u8(float v) {
+    return static_cast<std::uint8_t>(std::nearbyint(std::clamp(v * 255.0f, 0.0f, 255.0f)));
+  }
+
+  // The network's tail, x255, clamp, round and the crop to the core, in one pass into `out`.
+  template <class T>
+  void write_core(const torch::Tensor& y, const torch::Tensor& x_hwc, const Rect& padded, const Rect& core,
+                  ImageView out) const {
     const int s = scale();
-    const int x1 = std::min(t.core.x + t.core.w, in.width), y1 = std::min(t.core.y + t.core.h, in.height);
-    if (x1 <= t.core.x || y1 <= t.core.y) return;  // a tile wholly inside the pre_pad margin
-    const int ox = (t.core.x - t.padded.x) * s, oy = (t.core.y - t.padded.y) * s;
-    const int ow = (x1 - t.core.x) * s, oh = (y1 - t.core.y) * s;
-    auto core = y.slice(2, oy, oy + oh).slice(3, ox, ox + ow);
-    auto hwc = core.to(torch::kFloat).mul_(255.0).clamp_(0.0, 255.0).round_().to(torch::kUInt8)
-                   .squeeze(0).permute({1, 2, 0}).contiguous();
-    const auto* src = hwc.data_ptr<std::uint8_t>();
-    for (int r = 0; r < oh; ++r)
-      std::memcpy(out.data + out.stride * static_cast<std::size_t>(t.core.y * s + r) +
-                      static_cast<std::size_t>(t.core.x) * s * 3,
-                  src + static_cast<std::size_t>(r) * ow * 3, static_cast<std::size_t>(ow) * 3);
+    const T* yp = y.data_ptr<T>();  // NHWC memory
+    const T* xp = x_hwc.data_ptr<T>();
+    const int lx0 = core.x - padded.x, ly0 = core.y - padded.y, pw = padded.w;
+    if (net_->tail() == Tail::None) {
+      at::parallel_for(ly0 * s, (ly0 + core.h) * s, 16, [&](std::int64_t b, std::int64_t e) {
+        for (std::int64_t oy = b; oy < e; ++oy) {
+          const T* src = yp + (static_cast<std::size_t>(oy) * pw * s + static_cast<std::size_t>(lx0) * s) * 3;
+          std::uint8_t* dst = out.data + out.stride * static_cast<std::size_t>(padded.y * s + oy) +
+                              static_cast<std::size_t>(core.x) * s * 3;
+          for (int k = 0; k < core.w * s * 3; ++k) dst[k] = to_u8(static_cast<float>(src[k]));
+        }
+      });
+      return;
+    }
+    // PixelShuffleAddInput: channel c*s*s + i*s + j of input pixel (ly, lx) is output pixel
+    // (s*ly + i, s*lx + j), channel c, plus the input pixel itself (nearest upsampling).
+    const int C = 3 * s * s;
+    at::parallel_for(ly0, ly0 + core.h, 4, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t ly = b; ly < e; ++ly) {
+        for (int i = 0; i < s; ++i) {
+          std::uint8_t* dst = out.data + out.stride * static_cast<std::size_t>((padded.y + ly) * s + i) +
+                              static_cast<std::size_t>(core.x) * s * 3;
+          for (int lx = lx0; lx < lx0 + core.w; ++lx) {
+            const T* r = yp + (static_cast<std::size_t>(ly) * pw + lx) * C + i * s;
+            const T* xi = xp + (static_cast<std::size_t>(ly) * pw + lx) * 3;
+            for (int j = 0; j < s; ++j)
+              for (int ch = 0; ch < 3; ++ch)
+                *dst++ = to_u8(static_cast<float>(r[ch * s * s + j]) + static_cast<float>(xi[ch]));
+          }
+        }
+      }
+    });
   }
 
   std::shared_ptr<Network> net_;
@@ -111,6 +154,7 @@ std::unique_ptr<Upscaler> Upscaler::load(const Params& params) {
   const int threads = params.threads > 0 ? params.threads : static_cast<int>(std::thread::hardware_concurrency());
   // Debian's libtorch starts with one intra-op thread: set it explicitly.
   at::set_num_threads(std::max(1, threads));
+  if (!std::getenv("PETCAM_NO_TENSOR_CACHE")) tensor_cache::install();
   try {
     return std::make_unique<TorchUpscaler>(load_network(params.model_path), params);
   } catch (const c10::Error& e) {

@@ -437,12 +437,14 @@ def load_model(path):
 # Inference
 # --------------------------------------------------------------------------
 
-def prepare(model, precision):
-    """Return the model in the requested dtype; copies so the fp32 weights survive."""
+def prepare(model, precision, channels_last=False):
+    """Return the model in the requested dtype (and memory format); copies so the fp32 weights survive."""
     dtype = DTYPES[precision]
-    if next(model.parameters()).dtype == dtype:
-        return model.eval()
-    return copy.deepcopy(model).to(dtype).eval()
+    if next(model.parameters()).dtype != dtype:
+        model = copy.deepcopy(model).to(dtype)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
 
 
 def _tiled_forward(net, x, tile, tile_pad, scale):
@@ -464,17 +466,22 @@ def _tiled_forward(net, x, tile, tile_pad, scale):
     return out
 
 
-def upscale(model, rgb, precision="fp32", tile=0, tile_pad=10, pre_pad=0):
-    """uint8 HxWx3 RGB -> uint8 (scale*H)x(scale*W)x3 RGB."""
+def upscale(model, rgb, precision="fp32", tile=0, tile_pad=10, pre_pad=0, channels_last=False):
+    """uint8 HxWx3 RGB -> uint8 (scale*H)x(scale*W)x3 RGB.
+
+    channels_last=False is plain PyTorch as Real-ESRGAN runs it (NCHW); True is the tuned
+    variant (NHWC activations and weights, which oneDNN needs to skip its reorders)."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected uint8 HxWx3, got {rgb.dtype} {rgb.shape}")
     dtype = DTYPES[precision]
-    net = prepare(model, precision)
+    net = prepare(model, precision, channels_last)
     scale = net.scale
     h, w = rgb.shape[:2]
     with torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
         x = x.to(dtype)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if pre_pad:
             # Real-ESRGAN reflect-pads right/bottom to give the border some context.
             x = F.pad(x, (0, pre_pad, 0, pre_pad), mode="reflect")
@@ -569,16 +576,17 @@ def cmd_export_pth(a):
 
 
 def cmd_bench(a):
-    model = prepare(load_model(a.model), a.precision)  # convert once, outside the timing
+    # convert once, outside the timing
+    model = prepare(load_model(a.model), a.precision, a.channels_last)
     rgb = bench_input(a.size, a.image)
     times = []
     for i in range(a.warmup + a.repeat):
         t0 = time.perf_counter()
-        upscale(model, rgb, a.precision, a.tile, a.tile_pad)
+        upscale(model, rgb, a.precision, a.tile, a.tile_pad, channels_last=a.channels_last)
         if i >= a.warmup:
             times.append((time.perf_counter() - t0) * 1000.0)
     print(json.dumps({
-        "impl": "pytorch",
+        "impl": "pytorch-cl" if a.channels_last else "pytorch",
         "model": os.path.splitext(os.path.basename(resolve_model_path(a.model)))[0],
         "precision": a.precision,
         "size": f"{rgb.shape[1]}x{rgb.shape[0]}",
@@ -632,6 +640,8 @@ def build_parser():
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--size", type=int)
     src.add_argument("--image")
+    p.add_argument("--channels-last", action="store_true",
+                   help="NHWC model and input (default: plain NCHW, as Real-ESRGAN runs)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     add_common(p, need_threads=True)
