@@ -1,8 +1,8 @@
 // petcam: the command line. Subcommands: upscale, bestcut, version (serve and migrate come with the service).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -35,7 +35,8 @@ std::string resolve_model(const std::string& name) {
   }
   for (const auto& d : dirs)
     if (fs::exists(d / file, ec)) return (d / file).string();
-  throw petcam::upscaler::ModelError("model '" + name + "' not found: run scripts/fetch-models.sh or set PETCAM_MODELS_DIR");
+  throw petcam::upscaler::ModelError("model '" + name +
+                                     "' not found: run scripts/fetch-models.sh or set PETCAM_MODELS_DIR");
 }
 
 petcam::imaging::OutputFormat output_format(const std::string& path) {
@@ -82,9 +83,8 @@ int run_upscale(const UpscaleArgs& a) {
   const double secs = std::chrono::duration<double>(clock::now() - start).count();
   const auto bytes = petcam::imaging::encode(out, photo.grayscale, format, a.quality);
   petcam::storage::write_file_atomic(a.out, bytes);
-  std::cerr << fmt::format("upscaled {}x{} -> {}x{} with {} ({}, tile {}+{}) in {:.2f} s\n", w, h, out.cols,
-                           out.rows, up->architecture(), to_string(up->precision()), up->tile(), up->tile_pad(),
-                           secs);
+  std::cerr << fmt::format("upscaled {}x{} -> {}x{} with {} ({}, tile {}+{}) in {:.2f} s\n", w, h, out.cols, out.rows,
+                           up->architecture(), to_string(up->precision()), up->tile(), up->tile_pad(), secs);
   return 0;
 }
 

@@ -1,16 +1,18 @@
 #include "imaging/imaging.h"
 
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
 #include <png.h>
 
 #include <cstring>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 
 namespace petcam::imaging {
 
 namespace {
 
-std::uint16_t be16(const std::uint8_t* p) { return static_cast<std::uint16_t>(p[0] << 8 | p[1]); }
+std::uint16_t be16(const std::uint8_t* p) {
+  return static_cast<std::uint16_t>(p[0] << 8 | p[1]);
+}
 std::uint32_t be32(const std::uint8_t* p) {
   return static_cast<std::uint32_t>(p[0]) << 24 | static_cast<std::uint32_t>(p[1]) << 16 |
          static_cast<std::uint32_t>(p[2]) << 8 | p[3];
@@ -60,11 +62,21 @@ Header png_header(std::span<const std::uint8_t> b) {
   h.width = static_cast<int>(w);
   h.height = static_cast<int>(ht);
   switch (b[25]) {
-    case 0: h.channels = 1; break;
-    case 2: case 3: h.channels = 3; break;
-    case 4: h.channels = 2; break;
-    case 6: h.channels = 4; break;
-    default: throw ImageError("PNG has an unknown colour type " + std::to_string(b[25]));
+    case 0:
+      h.channels = 1;
+      break;
+    case 2:
+    case 3:
+      h.channels = 3;
+      break;
+    case 4:
+      h.channels = 2;
+      break;
+    case 6:
+      h.channels = 4;
+      break;
+    default:
+      throw ImageError("PNG has an unknown colour type " + std::to_string(b[25]));
   }
   return h;
 }
@@ -76,8 +88,14 @@ bool jpeg_has_end(std::span<const std::uint8_t> b) {
   while (i + 4 <= b.size()) {  // walk the segments up to the first scan
     if (b[i] != 0xFF) return false;
     const std::uint8_t m = b[i + 1];
-    if (m == 0xFF) { ++i; continue; }
-    if (m == 0x01 || (m >= 0xD0 && m <= 0xD8)) { i += 2; continue; }
+    if (m == 0xFF) {
+      ++i;
+      continue;
+    }
+    if (m == 0x01 || (m >= 0xD0 && m <= 0xD8)) {
+      i += 2;
+      continue;
+    }
     if (m == 0xDA) break;
     i += 2 + be16(&b[i + 2]);
   }
@@ -126,9 +144,9 @@ Header check_header(std::span<const std::uint8_t> bytes, const Limits& limits) {
   const Header h = read_header(bytes);
   const std::int64_t pixels = static_cast<std::int64_t>(h.width) * h.height;
   if (pixels > limits.max_pixels || h.width > limits.max_side || h.height > limits.max_side)
-    throw ImageError("image is " + std::to_string(h.width) + "x" + std::to_string(h.height) +
-                     "; the limit is " + std::to_string(limits.max_pixels) + " pixels and " +
-                     std::to_string(limits.max_side) + " px per side");
+    throw ImageError("image is " + std::to_string(h.width) + "x" + std::to_string(h.height) + "; the limit is " +
+                     std::to_string(limits.max_pixels) + " pixels and " + std::to_string(limits.max_side) +
+                     " px per side");
   return h;
 }
 

@@ -3,11 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <opencv2/core.hpp>
 #include <span>
 #include <stdexcept>
 #include <vector>
-
-#include <opencv2/core.hpp>
 
 namespace petcam::imaging {
 

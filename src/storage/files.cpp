@@ -14,7 +14,9 @@ namespace petcam::storage {
 
 namespace {
 
-std::string errno_text() { return std::strerror(errno); }
+std::string errno_text() {
+  return std::strerror(errno);
+}
 
 class Fd {
  public:

@@ -27,9 +27,12 @@ bool cpu_has_fast_bf16() {
 
 const char* to_string(Precision p) {
   switch (p) {
-    case Precision::Auto: return "auto";
-    case Precision::Fp32: return "fp32";
-    case Precision::Bf16: return "bf16";
+    case Precision::Auto:
+      return "auto";
+    case Precision::Fp32:
+      return "fp32";
+    case Precision::Bf16:
+      return "bf16";
   }
   return "?";
 }

@@ -37,8 +37,7 @@ int NcnnLayer::int_param(int key, int fallback) const {
   if (it == params.end()) return fallback;
   int v = 0;
   if (!to_int(it->second, v))
-    throw ModelError("layer " + name + ": parameter " + std::to_string(key) + "=" + it->second +
-                     " is not an integer");
+    throw ModelError("layer " + name + ": parameter " + std::to_string(key) + "=" + it->second + " is not an integer");
   return v;
 }
 
@@ -61,14 +60,13 @@ NcnnGraph parse_ncnn_param(std::string_view text, const std::string& source) {
     return ModelError(source + " line " + std::to_string(line_no) + ": " + why);
   };
   int magic = 0;
-  if (lines.empty() || !to_int(split_ws(lines[0]).empty() ? "" : split_ws(lines[0])[0], magic) ||
-      magic != kMagic)
+  if (lines.empty() || !to_int(split_ws(lines[0]).empty() ? "" : split_ws(lines[0])[0], magic) || magic != kMagic)
     throw fail(1, "not an ncnn .param file (first line must be 7767517)");
   if (lines.size() < 2) throw fail(2, "missing the layer and blob counts");
   auto counts = split_ws(lines[1]);
   int layer_count = 0, blob_count = 0;
-  if (counts.size() != 2 || !to_int(counts[0], layer_count) || !to_int(counts[1], blob_count) ||
-      layer_count <= 0 || layer_count > kMaxLayers || blob_count <= 0)
+  if (counts.size() != 2 || !to_int(counts[0], layer_count) || !to_int(counts[1], blob_count) || layer_count <= 0 ||
+      layer_count > kMaxLayers || blob_count <= 0)
     throw fail(2, "expected '<layer count> <blob count>'");
 
   NcnnGraph graph;
@@ -79,8 +77,8 @@ NcnnGraph parse_ncnn_param(std::string_view text, const std::string& source) {
     if (static_cast<int>(graph.layers.size()) == layer_count)
       throw fail(ln + 1, "more layers than the declared " + std::to_string(layer_count));
     int n_in = 0, n_out = 0;
-    if (tok.size() < 4 || !to_int(tok[2], n_in) || !to_int(tok[3], n_out) || n_in < 0 ||
-        n_out < 0 || tok.size() < 4 + static_cast<std::size_t>(n_in) + n_out)
+    if (tok.size() < 4 || !to_int(tok[2], n_in) || !to_int(tok[3], n_out) || n_in < 0 || n_out < 0 ||
+        tok.size() < 4 + static_cast<std::size_t>(n_in) + n_out)
       throw fail(ln + 1, "expected '<type> <name> <inputs> <outputs> <blobs...> <k=v...>'");
     NcnnLayer layer;
     layer.type = tok[0];

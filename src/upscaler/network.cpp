@@ -19,20 +19,24 @@ torch::nn::PReLU Network::make_prelu(int channels) {
   return prelu;
 }
 
-std::int64_t Network::macs_per_input_pixel() const { return macs_; }
+std::int64_t Network::macs_per_input_pixel() const {
+  return macs_;
+}
 
 torch::Tensor Network::complete(const torch::Tensor& x) {
   auto y = forward(x);
   if (tail() == Tail::None) return y;
   const double s = scale();
-  auto base = F::interpolate(
-      x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{s, s}).mode(torch::kNearest));
+  auto base =
+      F::interpolate(x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{s, s}).mode(torch::kNearest));
   return F::pixel_shuffle(y, scale()).add_(base);
 }
 
 namespace {
 
-torch::Tensor lrelu(torch::Tensor x) { return torch::leaky_relu_(x, 0.2); }
+torch::Tensor lrelu(torch::Tensor x) {
+  return torch::leaky_relu_(x, 0.2);
+}
 
 class ResidualDenseBlock : public torch::nn::Module {
  public:
@@ -61,8 +65,7 @@ class RRDB : public torch::nn::Module {
  public:
   RRDB(Network& net, int feat, int grow) {
     for (int i = 0; i < 3; ++i)
-      rdb_[i] = register_module("rdb" + std::to_string(i + 1),
-                                std::make_shared<ResidualDenseBlock>(net, feat, grow));
+      rdb_[i] = register_module("rdb" + std::to_string(i + 1), std::make_shared<ResidualDenseBlock>(net, feat, grow));
   }
   torch::Tensor forward(const torch::Tensor& x) {
     auto out = rdb_[2]->forward(rdb_[1]->forward(rdb_[0]->forward(x)));
@@ -112,9 +115,8 @@ class RRDBNet : public Network {
 
  private:
   static torch::Tensor upsample2(const torch::Tensor& x) {
-    return F::interpolate(x, F::InterpolateFuncOptions()
-                                 .scale_factor(std::vector<double>{2.0, 2.0})
-                                 .mode(torch::kNearest));
+    return F::interpolate(
+        x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest));
   }
 
   RrdbConfig cfg_;
@@ -162,7 +164,11 @@ class SRVGGNetCompact : public Network {
 
 }  // namespace
 
-std::shared_ptr<Network> make_rrdbnet(const RrdbConfig& cfg) { return std::make_shared<RRDBNet>(cfg); }
-std::shared_ptr<Network> make_srvgg(const SrvggConfig& cfg) { return std::make_shared<SRVGGNetCompact>(cfg); }
+std::shared_ptr<Network> make_rrdbnet(const RrdbConfig& cfg) {
+  return std::make_shared<RRDBNet>(cfg);
+}
+std::shared_ptr<Network> make_srvgg(const SrvggConfig& cfg) {
+  return std::make_shared<SRVGGNetCompact>(cfg);
+}
 
 }  // namespace petcam::upscaler

@@ -55,66 +55,117 @@ class Unpickler {
     while (true) {
       const std::uint8_t op = u8();
       switch (op) {
-        case 0x80: u8(); break;                     // PROTO
-        case 0x95: bytes(8); break;                 // FRAME
-        case '.': return pop();                     // STOP
-        case '(': push(make(Mark{})); break;        // MARK
-        case 'N': push(make(std::monostate{})); break;
-        case 0x88: push(make(true)); break;
-        case 0x89: push(make(false)); break;
-        case 'J': push(make(static_cast<std::int64_t>(static_cast<std::int32_t>(le(4))))); break;
-        case 'K': push(make(static_cast<std::int64_t>(le(1)))); break;
-        case 'M': push(make(static_cast<std::int64_t>(le(2)))); break;
-        case 0x8a: push(make(long1())); break;      // LONG1
-        case 'G': push(make(binfloat())); break;
-        case 'X': push(make(std::string(bytes(le(4))))); break;       // BINUNICODE
-        case 0x8c: push(make(std::string(bytes(le(1))))); break;      // SHORT_BINUNICODE
-        case 'c': {                                                    // GLOBAL
+        case 0x80:
+          u8();
+          break;  // PROTO
+        case 0x95:
+          bytes(8);
+          break;  // FRAME
+        case '.':
+          return pop();  // STOP
+        case '(':
+          push(make(Mark{}));
+          break;  // MARK
+        case 'N':
+          push(make(std::monostate{}));
+          break;
+        case 0x88:
+          push(make(true));
+          break;
+        case 0x89:
+          push(make(false));
+          break;
+        case 'J':
+          push(make(static_cast<std::int64_t>(static_cast<std::int32_t>(le(4)))));
+          break;
+        case 'K':
+          push(make(static_cast<std::int64_t>(le(1))));
+          break;
+        case 'M':
+          push(make(static_cast<std::int64_t>(le(2))));
+          break;
+        case 0x8a:
+          push(make(long1()));
+          break;  // LONG1
+        case 'G':
+          push(make(binfloat()));
+          break;
+        case 'X':
+          push(make(std::string(bytes(le(4)))));
+          break;  // BINUNICODE
+        case 0x8c:
+          push(make(std::string(bytes(le(1)))));
+          break;     // SHORT_BINUNICODE
+        case 'c': {  // GLOBAL
           std::string module = line(), name = line();
           push(make(Global{module + "." + name}));
           break;
         }
-        case ')': push(make(Tuple{})); break;
-        case ']': push(make(List{})); break;
-        case '}': push(make(Dict{})); break;
-        case 't': push(make(Tuple{pop_to_mark()})); break;
-        case 0x85: case 0x86: case 0x87: {            // TUPLE1..3
+        case ')':
+          push(make(Tuple{}));
+          break;
+        case ']':
+          push(make(List{}));
+          break;
+        case '}':
+          push(make(Dict{}));
+          break;
+        case 't':
+          push(make(Tuple{pop_to_mark()}));
+          break;
+        case 0x85:
+        case 0x86:
+        case 0x87: {  // TUPLE1..3
           Items items(op - 0x84);
           for (auto it = items.rbegin(); it != items.rend(); ++it) *it = pop();
           push(make(Tuple{std::move(items)}));
           break;
         }
-        case 'q': memo(le(1)); break;                 // BINPUT
-        case 'r': memo(le(4)); break;                 // LONG_BINPUT
-        case 0x94: memo(memo_.size()); break;         // MEMOIZE
-        case 'h': push(recall(le(1))); break;         // BINGET
-        case 'j': push(recall(le(4))); break;         // LONG_BINGET
-        case 'a': {                                   // APPEND
+        case 'q':
+          memo(le(1));
+          break;  // BINPUT
+        case 'r':
+          memo(le(4));
+          break;  // LONG_BINPUT
+        case 0x94:
+          memo(memo_.size());
+          break;  // MEMOIZE
+        case 'h':
+          push(recall(le(1)));
+          break;  // BINGET
+        case 'j':
+          push(recall(le(4)));
+          break;     // LONG_BINGET
+        case 'a': {  // APPEND
           auto v = pop();
           as<List>(top(), "APPEND").items.push_back(v);
           break;
         }
-        case 'e': {                                   // APPENDS
+        case 'e': {  // APPENDS
           auto items = pop_to_mark();
           auto& l = as<List>(top(), "APPENDS").items;
           l.insert(l.end(), items.begin(), items.end());
           break;
         }
-        case 's': {                                   // SETITEM
+        case 's': {  // SETITEM
           auto v = pop(), k = pop();
           as<Dict>(top(), "SETITEM").items.emplace_back(k, v);
           break;
         }
-        case 'u': {                                   // SETITEMS
+        case 'u': {  // SETITEMS
           auto items = pop_to_mark();
           if (items.size() % 2) fail("SETITEMS with an odd number of items");
           auto& d = as<Dict>(top(), "SETITEMS").items;
           for (std::size_t i = 0; i < items.size(); i += 2) d.emplace_back(items[i], items[i + 1]);
           break;
         }
-        case 'b': pop(); break;  // BUILD: the state of an OrderedDict (its _metadata), not needed
-        case 'Q': push(persistent_load(pop())); break;  // BINPERSID
-        case 'R': {                                      // REDUCE
+        case 'b':
+          pop();
+          break;  // BUILD: the state of an OrderedDict (its _metadata), not needed
+        case 'Q':
+          push(persistent_load(pop()));
+          break;     // BINPERSID
+        case 'R': {  // REDUCE
           auto args = pop();
           auto fn = pop();
           push(reduce(fn, args));
@@ -277,8 +328,10 @@ class Unpickler {
     std::int64_t last = *offset;
     bool empty = false;
     for (std::size_t i = 0; i < size.size(); ++i) {
-      if (size[i] == 0) empty = true;
-      else last += (size[i] - 1) * stride[i];
+      if (size[i] == 0)
+        empty = true;
+      else
+        last += (size[i] - 1) * stride[i];
     }
     if (!empty && last >= storage.numel()) fail("tensor reaches past its storage");
     return make(storage.as_strided(size, stride, *offset).clone());
@@ -297,8 +350,10 @@ void flatten(const Dict& d, const std::string& prefix, std::map<std::string, tor
   for (const auto& [k, v] : d.items) {
     auto* key = std::get_if<std::string>(&k->v);
     if (!key) throw ModelError(path + ": state dict keys must be strings");
-    if (auto* t = std::get_if<torch::Tensor>(&v->v)) out[prefix + *key] = *t;
-    else if (auto* sub = std::get_if<Dict>(&v->v)) flatten(*sub, prefix + *key + "/", out, path);
+    if (auto* t = std::get_if<torch::Tensor>(&v->v))
+      out[prefix + *key] = *t;
+    else if (auto* sub = std::get_if<Dict>(&v->v))
+      flatten(*sub, prefix + *key + "/", out, path);
     // other entries (an epoch number, a config string) carry no weights
   }
 }

@@ -12,7 +12,7 @@ namespace petcam::upscaler::tensor_cache {
 namespace {
 
 constexpr std::size_t kMinCachedBlock = 1u << 20;  // small blocks: glibc's heap already reuses them
-constexpr std::size_t kMaxCachedBytes = 2ull << 30;
+constexpr std::size_t kMaxCachedBytes = 1ull << 30;
 
 class CachingAllocator final : public c10::Allocator {
  public:
@@ -99,8 +99,12 @@ void install() {
   std::call_once(once, [] { c10::SetCPUAllocator(&CachingAllocator::instance(), /*priority=*/10); });
 }
 
-void release() { CachingAllocator::instance().release_all(); }
+void release() {
+  CachingAllocator::instance().release_all();
+}
 
-std::size_t cached_bytes() { return CachingAllocator::instance().cached(); }
+std::size_t cached_bytes() {
+  return CachingAllocator::instance().cached();
+}
 
 }  // namespace petcam::upscaler::tensor_cache

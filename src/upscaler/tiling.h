@@ -19,8 +19,11 @@ class TileGrid {
  public:
   // tile <= 0 means one tile for the whole image.
   TileGrid(int width, int height, int tile, int pad)
-      : w_(width), h_(height), pad_(std::max(0, pad)),
-        nx_(tile > 0 ? (width + tile - 1) / tile : 1), ny_(tile > 0 ? (height + tile - 1) / tile : 1) {}
+      : w_(width),
+        h_(height),
+        pad_(std::max(0, pad)),
+        nx_(tile > 0 ? (width + tile - 1) / tile : 1),
+        ny_(tile > 0 ? (height + tile - 1) / tile : 1) {}
 
   int count() const { return nx_ * ny_; }
 

@@ -19,8 +19,8 @@ namespace {
 class TorchUpscaler final : public Upscaler {
  public:
   TorchUpscaler(std::shared_ptr<Network> net, const Params& p) : net_(std::move(net)) {
-    precision_ = p.precision == Precision::Auto ? (cpu_has_fast_bf16() ? Precision::Bf16 : Precision::Fp32)
-                                                 : p.precision;
+    precision_ =
+        p.precision == Precision::Auto ? (cpu_has_fast_bf16() ? Precision::Bf16 : Precision::Fp32) : p.precision;
     dtype_ = precision_ == Precision::Bf16 ? torch::kBFloat16 : torch::kFloat;
     tile_ = p.tile >= 0 ? p.tile : net_->default_tile();
     tile_pad_ = p.tile_pad >= 0 ? p.tile_pad : net_->default_tile_pad();
@@ -47,6 +47,9 @@ class TorchUpscaler final : public Upscaler {
     if (in.width <= 0 || in.height <= 0 || out.width != in.width * s || out.height != in.height * s)
       throw std::invalid_argument("output must be exactly " + std::to_string(s) + "x the input size");
     c10::InferenceMode guard;
+    struct ReleaseCache {  // hold the tile working set only while tiles run, even on errors
+      ~ReleaseCache() { tensor_cache::release(); }
+    } release_cache;
     const TileGrid grid(in.width + pre_pad_, in.height + pre_pad_, tile_, tile_pad_);
     const int total = grid.count();
     for (int i = 0; i < total; ++i) {
@@ -58,7 +61,6 @@ class TorchUpscaler final : public Upscaler {
       }
       if (progress) progress(i + 1, total);
     }
-    tensor_cache::release();  // hold the tile working set only while tiles run
   }
 
  private:
@@ -71,7 +73,7 @@ class TorchUpscaler final : public Upscaler {
       const std::uint8_t* row = in.data + in.stride * static_cast<std::size_t>(reflect(r.y + y, in.height));
       std::uint8_t* d = dst + static_cast<std::size_t>(y) * r.w * 3;
       const int inside = std::clamp(in.width - r.x, 0, r.w);
-      std::memcpy(d, row + static_cast<std::size_t>(r.x) * 3, static_cast<std::size_t>(inside) * 3);
+      if (inside > 0) std::memcpy(d, row + static_cast<std::size_t>(r.x) * 3, static_cast<std::size_t>(inside) * 3);
       for (int x = inside; x < r.w; ++x)
         std::memcpy(d + x * 3, row + static_cast<std::size_t>(reflect(r.x + x, in.width)) * 3, 3);
     }
@@ -154,7 +156,7 @@ std::unique_ptr<Upscaler> Upscaler::load(const Params& params) {
   const int threads = params.threads > 0 ? params.threads : static_cast<int>(std::thread::hardware_concurrency());
   // Debian's libtorch starts with one intra-op thread: set it explicitly.
   at::set_num_threads(std::max(1, threads));
-  if (!std::getenv("PETCAM_NO_TENSOR_CACHE")) tensor_cache::install();
+  tensor_cache::install();
   try {
     return std::make_unique<TorchUpscaler>(load_network(params.model_path), params);
   } catch (const c10::Error& e) {

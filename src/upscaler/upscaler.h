@@ -20,12 +20,12 @@ class ModelError : public std::runtime_error {
 };
 
 struct Params {
-  std::string model_path;          // a .param (its .bin beside it) or a PyTorch .pth state dict
+  std::string model_path;                 // a .param (its .bin beside it) or a PyTorch .pth state dict
   Precision precision = Precision::Auto;  // Auto: bf16 where the CPU has AMX or AVX512-BF16
-  int tile = -1;                   // core tile size in input px; 0 = whole image; -1 = the model's default
-  int tile_pad = -1;               // overlap per side; -1 = the model's receptive field (seamless)
-  int pre_pad = 0;                 // reflect padding on the right and bottom, as Real-ESRGAN
-  int threads = 0;                 // intra-op threads; 0 = all cores. Process-wide in libtorch.
+  int tile = -1;                          // core tile size in input px; 0 = whole image; -1 = the model's default
+  int tile_pad = -1;                      // overlap per side; -1 = the model's receptive field (seamless)
+  int pre_pad = 0;                        // reflect padding on the right and bottom, as Real-ESRGAN
+  int threads = 0;                        // intra-op threads; 0 = all cores. Process-wide in libtorch.
 };
 
 // Interleaved 8-bit RGB; stride in bytes between rows.
@@ -56,7 +56,7 @@ class Upscaler {
   virtual ~Upscaler() = default;
 
   virtual int scale() const = 0;
-  virtual Precision precision() const = 0;  // resolved: never Auto
+  virtual Precision precision() const = 0;       // resolved: never Auto
   virtual std::string architecture() const = 0;  // e.g. "SRVGGNetCompact(64 feat, 32 conv)"
   virtual int tile() const = 0;
   virtual int tile_pad() const = 0;

@@ -73,9 +73,8 @@ class BinReader {
 
   void take(const NcnnLayer& layer, void* dst, std::int64_t bytes, const char* what) {
     if (bytes < 0 || pos_ + static_cast<std::size_t>(bytes) > data_.size())
-      throw ModelError(path_ + ": truncated in layer " + layer.name + " (" + what + ": needs " +
-                       std::to_string(bytes) + " bytes, " + std::to_string(data_.size() - pos_) +
-                       " left)");
+      throw ModelError(path_ + ": truncated in layer " + layer.name + " (" + what + ": needs " + std::to_string(bytes) +
+                       " bytes, " + std::to_string(data_.size() - pos_) + " left)");
     std::memcpy(dst, data_.data() + pos_, static_cast<std::size_t>(bytes));
     pos_ += static_cast<std::size_t>(bytes);
   }
@@ -138,12 +137,11 @@ std::shared_ptr<Network> load_ncnn(const std::string& param_path, const std::str
       const int p_count = layer.int_param(6, 0), p_bias = layer.int_param(5, 0);
       const bool p_leaky = layer.int_param(9, 0) == 2;
       if (p_out != out || p_k != k || p_count != out * in * k * k || p_bias != 1 || p_leaky != conv.leaky_relu)
-        throw ModelError(param_path + ": layer " + layer.name + " does not fit " + net->describe() +
-                         ": expected " + std::to_string(out) + "x" + std::to_string(in) + "x" +
-                         std::to_string(k) + "x" + std::to_string(k) + " weights with bias" +
-                         (conv.leaky_relu ? " and LeakyReLU" : "") + ", the graph says 0=" +
-                         std::to_string(p_out) + " 1=" + std::to_string(p_k) + " 6=" +
-                         std::to_string(p_count) + " 5=" + std::to_string(p_bias) +
+        throw ModelError(param_path + ": layer " + layer.name + " does not fit " + net->describe() + ": expected " +
+                         std::to_string(out) + "x" + std::to_string(in) + "x" + std::to_string(k) + "x" +
+                         std::to_string(k) + " weights with bias" + (conv.leaky_relu ? " and LeakyReLU" : "") +
+                         ", the graph says 0=" + std::to_string(p_out) + " 1=" + std::to_string(p_k) +
+                         " 6=" + std::to_string(p_count) + " 5=" + std::to_string(p_bias) +
                          " 9=" + std::to_string(layer.int_param(9, 0)));
       copy_into(w, bin.conv_weight(layer, p_count, w.sizes()));
       copy_into(conv.conv->bias, bin.fp32(layer, out, "bias"));
@@ -209,7 +207,8 @@ std::shared_ptr<Network> network_for_state(const std::map<std::string, torch::Te
     cfg.num_conv = convs - 2;
     const auto& last = at("body." + std::to_string(2 * (convs - 1)) + ".weight");
     cfg.upscale = static_cast<int>(std::lround(std::sqrt(last.size(0) / 3.0)));
-    if (cfg.upscale != 4 || cfg.num_conv < 1) throw ModelError(path + ": only x4 SRVGGNetCompact with PReLU is supported");
+    if (cfg.upscale != 4 || cfg.num_conv < 1)
+      throw ModelError(path + ": only x4 SRVGGNetCompact with PReLU is supported");
     return make_srvgg(cfg);
   }
   throw ModelError(path + ": neither an RRDBNet nor an SRVGGNetCompact state dict");

@@ -1,6 +1,7 @@
 #include "imaging/imaging.h"
 
 #include <gtest/gtest.h>
+
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -19,8 +20,29 @@ Bytes encode_bgr(const cv::Mat& m, const char* ext) {
 
 // SOI, a baseline frame header declaring w x h with 3 components, EOI.
 Bytes jpeg_declaring(int w, int h) {
-  return {0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, std::uint8_t(h >> 8), std::uint8_t(h), std::uint8_t(w >> 8),
-          std::uint8_t(w), 0x03, 0x01, 0x22, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01, 0xFF, 0xD9};
+  return {0xFF,
+          0xD8,
+          0xFF,
+          0xC0,
+          0x00,
+          0x11,
+          0x08,
+          std::uint8_t(h >> 8),
+          std::uint8_t(h),
+          std::uint8_t(w >> 8),
+          std::uint8_t(w),
+          0x03,
+          0x01,
+          0x22,
+          0x00,
+          0x02,
+          0x11,
+          0x01,
+          0x03,
+          0x11,
+          0x01,
+          0xFF,
+          0xD9};
 }
 
 std::string error_of(const Bytes& b, const im::Limits& limits = {}) {

@@ -51,7 +51,7 @@ TEST(NcnnParam, RejectsWhatIsNotAGraph) {
 TEST(NcnnParam, NamesTheLineOfABadLayer) {
   std::string bad = kGraph;
   bad.replace(bad.find("0=64 1=3"), 4, "0=6x");
-  const auto g = parse_ncnn_param(bad, "m.param");  // values are kept as text ...
+  const auto g = parse_ncnn_param(bad, "m.param");        // values are kept as text ...
   EXPECT_THROW(g.layers[1].int_param(0, 0), ModelError);  // ... and checked when read
   EXPECT_NE(error_of("7767517\n1 1\nConvolution Conv_0 1 1\n").find("line 3"), std::string::npos);
   EXPECT_NE(error_of("7767517\n1 1\nConvolution Conv_0 0 1 x oops\n").find("bad parameter 'oops'"), std::string::npos);

@@ -1,8 +1,8 @@
-#include "storage/files.h"
-
 #include <gtest/gtest.h>
 
 #include <filesystem>
+
+#include "storage/files.h"
 
 namespace fs = std::filesystem;
 namespace st = petcam::storage;
@@ -14,7 +14,9 @@ struct TempDir {
   ~TempDir() { fs::remove_all(path); }
   std::size_t entries() const { return static_cast<std::size_t>(std::distance(fs::directory_iterator(path), {})); }
 };
-std::vector<std::uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
+std::vector<std::uint8_t> bytes(const std::string& s) {
+  return {s.begin(), s.end()};
+}
 }  // namespace
 
 TEST(Files, AtomicWriteReplacesAndLeavesNoTemporary) {

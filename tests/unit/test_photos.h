@@ -20,6 +20,8 @@ inline cv::Mat photo_crop(const char* path, int w, int h, int x = 120, int y = 6
   return rgb;
 }
 
-inline std::string model(const std::string& name) { return std::string(PETCAM_MODELS_DIR) + "/realesrgan-" + name + ".param"; }
+inline std::string model(const std::string& name) {
+  return std::string(PETCAM_MODELS_DIR) + "/realesrgan-" + name + ".param";
+}
 
 }  // namespace petcam::test

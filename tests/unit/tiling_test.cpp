@@ -7,7 +7,8 @@
 using petcam::upscaler::TileGrid;
 
 TEST(TileGrid, CoresCoverTheImageExactlyOnce) {
-  for (auto [w, h, tile] : std::vector<std::tuple<int, int, int>>{{451, 300, 128}, {7, 5, 3}, {512, 512, 444}, {100, 1, 1}}) {
+  for (auto [w, h, tile] :
+       std::vector<std::tuple<int, int, int>>{{451, 300, 128}, {7, 5, 3}, {512, 512, 444}, {100, 1, 1}}) {
     const TileGrid grid(w, h, tile, 10);
     std::vector<int> hits(static_cast<std::size_t>(w) * h, 0);
     for (int i = 0; i < grid.count(); ++i) {

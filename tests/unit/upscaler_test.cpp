@@ -110,7 +110,8 @@ TEST(Upscaler, OutputIsExactlyFourTimesAndFillsEveryPixel) {
   }
   auto u = load(model("x4fast"), up::Precision::Fp32, 0);
   cv::Mat wrong(10, 10, CV_8UC3);
-  EXPECT_THROW(u->process({in.data, in.cols, in.rows, in.step}, {wrong.data, 10, 10, wrong.step}), std::invalid_argument);
+  EXPECT_THROW(u->process({in.data, in.cols, in.rows, in.step}, {wrong.data, 10, 10, wrong.step}),
+               std::invalid_argument);
 }
 
 TEST(Upscaler, LoadsAPyTorchStateDictByName) {
