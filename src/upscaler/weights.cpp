@@ -84,6 +84,22 @@ class BinReader {
   std::size_t pos_ = 0;
 };
 
+// Sizes read from a file decide what gets allocated: keep them to what a Real-ESRGAN model can be.
+std::shared_ptr<Network> checked_rrdbnet(const RrdbConfig& c, const std::string& path) {
+  if (c.num_feat < 1 || c.num_feat > 1024 || c.num_grow < 1 || c.num_grow > 1024 || c.num_block < 1 || c.num_block > 64)
+    throw ModelError(path + ": implausible RRDBNet (" + std::to_string(c.num_block) + " blocks, " +
+                     std::to_string(c.num_feat) + " feat, " + std::to_string(c.num_grow) + " grow)");
+  return make_rrdbnet(c);
+}
+
+std::shared_ptr<Network> checked_srvgg(const SrvggConfig& c, const std::string& path) {
+  if (c.upscale != 4) throw ModelError(path + ": only x4 models are supported");
+  if (c.num_feat < 1 || c.num_feat > 1024 || c.num_conv < 1 || c.num_conv > 256)
+    throw ModelError(path + ": implausible SRVGGNetCompact (" + std::to_string(c.num_feat) + " feat, " +
+                     std::to_string(c.num_conv) + " conv)");
+  return make_srvgg(c);
+}
+
 std::shared_ptr<Network> network_for_graph(const NcnnGraph& g, const std::string& path) {
   auto convs = g.of_type("Convolution");
   if (convs.size() < 3) throw ModelError(path + ": not a Real-ESRGAN graph (too few convolutions)");
@@ -94,16 +110,15 @@ std::shared_ptr<Network> network_for_graph(const NcnnGraph& g, const std::string
     cfg.num_feat = feat;
     cfg.num_conv = static_cast<int>(convs.size()) - 2;
     cfg.upscale = shuffles[0]->int_param(0, 0);
-    if (cfg.upscale != 4) throw ModelError(path + ": only x4 models are supported");
-    return make_srvgg(cfg);
+    return checked_srvgg(cfg, path);
   }
-  if ((convs.size() - 6) % 15 != 0 || g.of_type("Interp").size() != 2)
+  if (convs.size() < 21 || (convs.size() - 6) % 15 != 0 || g.of_type("Interp").size() != 2)
     throw ModelError(path + ": neither an x4 RRDBNet nor an SRVGGNetCompact graph");
   RrdbConfig cfg;
   cfg.num_feat = feat;
   cfg.num_block = static_cast<int>((convs.size() - 6) / 15);
   cfg.num_grow = convs[1]->int_param(0, 0);
-  return make_rrdbnet(cfg);
+  return checked_rrdbnet(cfg, path);
 }
 
 std::string shape_str(const torch::Tensor& t) {
@@ -198,7 +213,7 @@ std::shared_ptr<Network> network_for_state(const std::map<std::string, torch::Te
     cfg.num_feat = static_cast<int>(at("conv_first.weight").size(0));
     cfg.num_grow = static_cast<int>(at("body.0.rdb1.conv1.weight").size(0));
     cfg.num_block = count_matching(sd, std::regex(R"(body\.\d+\.rdb1\.conv1\.weight)"));
-    return make_rrdbnet(cfg);
+    return checked_rrdbnet(cfg, path);
   }
   if (sd.count("body.0.weight")) {
     SrvggConfig cfg;
@@ -207,9 +222,7 @@ std::shared_ptr<Network> network_for_state(const std::map<std::string, torch::Te
     cfg.num_conv = convs - 2;
     const auto& last = at("body." + std::to_string(2 * (convs - 1)) + ".weight");
     cfg.upscale = static_cast<int>(std::lround(std::sqrt(last.size(0) / 3.0)));
-    if (cfg.upscale != 4 || cfg.num_conv < 1)
-      throw ModelError(path + ": only x4 SRVGGNetCompact with PReLU is supported");
-    return make_srvgg(cfg);
+    return checked_srvgg(cfg, path);
   }
   throw ModelError(path + ": neither an RRDBNet nor an SRVGGNetCompact state dict");
 }

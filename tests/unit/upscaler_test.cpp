@@ -163,6 +163,14 @@ TEST(ModelErrors, NameTheFileAndTheLayer) {
     EXPECT_NE(e.find("Conv_0 has weight tag 0x44332211"), std::string::npos) << e;
   }
   {
+    ModelCopy m;  // sizes from the file decide allocations: absurd ones are refused, not attempted
+    auto text = m.read_param();
+    text.replace(text.find("0=64", text.find("Conv_0 ")), 4, "0=100000");
+    m.write_param(text);
+    const auto e = load_error(m.param.string());
+    EXPECT_NE(e.find("implausible SRVGGNetCompact (100000 feat, 32 conv)"), std::string::npos) << e;
+  }
+  {
     ModelCopy m;
     std::ofstream(m.dir / "bad.pth") << "not a pickle";
     EXPECT_NE(load_error((m.dir / "bad.pth").string()).find("not a PyTorch .pth file"), std::string::npos);
