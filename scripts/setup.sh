@@ -8,7 +8,7 @@ PACKAGES=(
   # build
   cmake g++ make pkg-config clang-format
   # libraries
-  libtorch-dev libopencv-dev libpng-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libgtest-dev
+  libtorch-dev libopencv-dev libpng-dev libjwt-dev libsodium-dev libcrypt-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libgtest-dev
   # tests, reference and benchmarks: plain PyTorch, real photos, pytest
   python3-torch python3-numpy python3-pil python3-pytest python3-skimage python-matplotlib-data
   # model fetch (npm pack; Node.js/npm may come from the image already, see below)
