@@ -25,10 +25,11 @@ bool starts_with(std::string_view s, std::string_view p) {
 }
 
 bool verify_bcrypt(std::string_view password, std::string_view stored) {
-  crypt_data data{};
+  // crypt_rn, not crypt_r: ASan's crypt_r interceptor jumps to a null pointer with libxcrypt.
+  auto data = std::make_unique<crypt_data>();
   const std::string pw(password), hash(stored);
-  const char* out = crypt_r(pw.c_str(), hash.c_str(), &data);
-  if (!out || out[0] == '*') return false;  // libxcrypt returns "*0"/"*1" on failure
+  const char* out = crypt_rn(pw.c_str(), hash.c_str(), data.get(), static_cast<int>(sizeof(crypt_data)));
+  if (!out) return false;
   const std::string_view computed(out);
   return computed.size() == stored.size() && sodium_memcmp(computed.data(), stored.data(), stored.size()) == 0;
 }
