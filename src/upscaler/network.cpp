@@ -23,15 +23,6 @@ std::int64_t Network::macs_per_input_pixel() const {
   return macs_;
 }
 
-torch::Tensor Network::complete(const torch::Tensor& x) {
-  auto y = forward(x);
-  if (tail() == Tail::None) return y;
-  const double s = scale();
-  auto base =
-      F::interpolate(x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{s, s}).mode(torch::kNearest));
-  return F::pixel_shuffle(y, scale()).add_(base);
-}
-
 namespace {
 
 torch::Tensor lrelu(torch::Tensor x) {

@@ -23,10 +23,9 @@ enum class Tail {
 
 class Network : public torch::nn::Module {
  public:
-  // The network up to its tail(); complete() adds the tail with tensor ops.
+  // The network up to its tail(); the upscaler applies the tail while writing 8-bit RGB.
   virtual torch::Tensor forward(torch::Tensor x) = 0;
   virtual Tail tail() const = 0;
-  torch::Tensor complete(const torch::Tensor& x);
   virtual int scale() const = 0;
   virtual std::string describe() const = 0;
   virtual int default_tile() const = 0;
