@@ -3,7 +3,7 @@ JOBS ?= 2
 BUILD ?= build/release
 ASAN_BUILD ?= build/asan
 PY ?= /usr/bin/python3
-ARGS ?= --help
+ARGS ?=
 
 .PHONY: setup build build-asan run test test-unit test-model bench format clean
 
@@ -21,9 +21,9 @@ build-asan: setup
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DPETCAM_SANITIZE=ON
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 
-# Until the service lands, `make run` runs the CLI: make run ARGS="upscale in.jpg out.jpg".
+# Serves the API on http://0.0.0.0:8000 with the embedded SQLite database under ./data (settings: .env).
 run: build
-	$(BUILD)/petcam $(ARGS)
+	$(BUILD)/petcam serve $(ARGS)
 
 # Every test, in the release build and again under AddressSanitizer + UBSan.
 test: build build-asan

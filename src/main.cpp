@@ -1,4 +1,4 @@
-// petcam: the command line. Subcommands: upscale, bestcut, version (serve and migrate come with the service).
+// petcam: the command line. Subcommands: serve, migrate, upscale, bestcut, version.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -9,7 +9,9 @@
 #include <iostream>
 
 #include "imaging/imaging.h"
+#include "serve.h"
 #include "storage/files.h"
+#include "upscaler/model_path.h"
 #include "upscaler/upscaler.h"
 
 namespace fs = std::filesystem;
@@ -19,25 +21,6 @@ namespace {
 
 constexpr const char* kVersion = "1.0.0";
 constexpr std::size_t kMaxInputBytes = 256u << 20;
-
-// A model name (x4plus, x4fast) is looked up in PETCAM_MODELS_DIR, ./models, then beside the
-// source tree the binary was built in; anything else is a path.
-std::string resolve_model(const std::string& name) {
-  if (name != "x4plus" && name != "x4fast") return name;
-  const std::string file = "realesrgan-" + name + ".param";
-  std::vector<fs::path> dirs;
-  if (const char* env = std::getenv("PETCAM_MODELS_DIR")) dirs.emplace_back(env);
-  dirs.emplace_back("models");
-  std::error_code ec;
-  const auto exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) {
-    for (auto d = exe.parent_path(); d.has_relative_path(); d = d.parent_path()) dirs.push_back(d / "models");
-  }
-  for (const auto& d : dirs)
-    if (fs::exists(d / file, ec)) return (d / file).string();
-  throw petcam::upscaler::ModelError("model '" + name +
-                                     "' not found: run scripts/fetch-models.sh or set PETCAM_MODELS_DIR");
-}
 
 petcam::imaging::OutputFormat output_format(const std::string& path) {
   auto ext = fs::path(path).extension().string();
@@ -62,7 +45,7 @@ int run_upscale(const UpscaleArgs& a) {
   auto photo = petcam::imaging::decode(petcam::storage::read_file(a.in, kMaxInputBytes), limits);
 
   petcam::upscaler::Params params;
-  params.model_path = resolve_model(a.model);
+  params.model_path = petcam::upscaler::resolve_model(a.model);
   params.precision = petcam::upscaler::parse_precision(a.precision);
   params.tile = a.tile;
   params.tile_pad = a.tile_pad;
@@ -123,6 +106,19 @@ int main(int argc, char** argv) {
   auto* bc = app.add_subcommand("bestcut", "Score photos by sharpness and name the sharpest");
   bc->add_option("FILE", burst, "photos of one burst")->required();
 
+  std::string env_file;
+  auto* serve = app.add_subcommand("serve", "Run the HTTP API and the job workers (settings: environment and .env)");
+  serve->add_option("--env-file", env_file, "settings file (default: ./.env when present)");
+
+  std::string migrate_action = "status";
+  int migrate_steps = 1;
+  auto* migrate = app.add_subcommand("migrate", "Apply, revert or list database migrations");
+  migrate->add_option("ACTION", migrate_action, "up, down or status")
+      ->check(CLI::IsMember({"up", "down", "status"}))
+      ->capture_default_str();
+  migrate->add_option("--steps", migrate_steps, "migrations to revert with down")->capture_default_str();
+  migrate->add_option("--env-file", env_file, "settings file (default: ./.env when present)");
+
   app.add_subcommand("version", "Print the version");
 
   try {
@@ -136,6 +132,8 @@ int main(int argc, char** argv) {
   try {
     if (*up) return run_upscale(ua);
     if (*bc) return run_bestcut(burst);
+    if (*serve) return petcam::run_serve(env_file);
+    if (*migrate) return petcam::run_migrate(migrate_action, migrate_steps, env_file);
     std::cout << "petcam " << kVersion << "\n";
     return 0;
   } catch (const std::exception& e) {

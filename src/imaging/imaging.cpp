@@ -83,7 +83,9 @@ Header png_header(std::span<const std::uint8_t> b) {
 
 // libjpeg fills a truncated scan with grey and only warns, so look for the end-of-image marker
 // after the first scan: inside entropy-coded data 0xFF is always stuffed, so FF D9 is the marker.
-bool jpeg_has_end(std::span<const std::uint8_t> b) {
+}  // namespace
+
+bool jpeg_is_complete(std::span<const std::uint8_t> b) {
   std::size_t i = 2;
   while (i + 4 <= b.size()) {  // walk the segments up to the first scan
     if (b[i] != 0xFF) return false;
@@ -103,6 +105,8 @@ bool jpeg_has_end(std::span<const std::uint8_t> b) {
     if (b[j] == 0xFF && b[j + 1] == 0xD9) return true;
   return false;
 }
+
+namespace {
 
 // libpng's simplified API reports problems in image.message instead of printing to stderr
 // (OpenCV's PNG reader lets libpng print), and gives RGBA whatever the stored colour type.
@@ -144,7 +148,7 @@ Header check_header(std::span<const std::uint8_t> bytes, const Limits& limits) {
   const Header h = read_header(bytes);
   const std::int64_t pixels = static_cast<std::int64_t>(h.width) * h.height;
   if (pixels > limits.max_pixels || h.width > limits.max_side || h.height > limits.max_side)
-    throw ImageError("image is " + std::to_string(h.width) + "x" + std::to_string(h.height) + "; the limit is " +
+    throw ImageTooLarge("image is " + std::to_string(h.width) + "x" + std::to_string(h.height) + "; the limit is " +
                      std::to_string(limits.max_pixels) + " pixels and " + std::to_string(limits.max_side) +
                      " px per side");
   return h;
@@ -152,7 +156,7 @@ Header check_header(std::span<const std::uint8_t> bytes, const Limits& limits) {
 
 Photo decode(std::span<const std::uint8_t> bytes, const Limits& limits) {
   const Header h = check_header(bytes, limits);
-  if (h.format == Format::Jpeg && !jpeg_has_end(bytes))
+  if (h.format == Format::Jpeg && !jpeg_is_complete(bytes))
     throw ImageError("JPEG is truncated: its image data has no end marker");
   Photo photo;
   photo.grayscale = h.channels <= 2;

@@ -16,6 +16,12 @@ class ImageError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The image is valid but larger than the limits allow.
+class ImageTooLarge : public ImageError {
+ public:
+  using ImageError::ImageError;
+};
+
 enum class Format { Jpeg, Png };
 
 struct Header {
@@ -32,8 +38,11 @@ struct Limits {
 
 // Reads only the header (JPEG SOFn, PNG IHDR). Throws ImageError.
 Header read_header(std::span<const std::uint8_t> bytes);
-// read_header plus the limits; throws ImageError saying the size and the limit.
+// read_header plus the limits; throws ImageTooLarge saying the size and the limit.
 Header check_header(std::span<const std::uint8_t> bytes, const Limits& limits);
+
+// A JPEG whose first scan reaches its end-of-image marker; false for a truncated upload.
+bool jpeg_is_complete(std::span<const std::uint8_t> bytes);
 
 struct Photo {
   cv::Mat rgb;             // CV_8UC3, EXIF orientation applied, alpha dropped

@@ -1,0 +1,3 @@
+DROP TABLE jobs;
+DROP TABLE photos;
+DROP TABLE users;

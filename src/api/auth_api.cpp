@@ -1,0 +1,91 @@
+#include "api/auth_api.h"
+
+#include "api/ids.h"
+#include "api/validation.h"
+#include "db/repositories.h"
+#include "http/form.h"
+
+namespace petcam::api {
+
+namespace {
+
+constexpr auto kKnownUserTtl = std::chrono::seconds(10);
+constexpr std::size_t kKnownUsersMax = 100'000;
+
+bool iequals_prefix(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i]) return false;
+  return true;
+}
+
+}  // namespace
+
+Response AuthApi::register_user(std::string_view json_body) {
+  const auto body = parse_json_object(json_body);
+  std::vector<FieldError> errors;
+  const auto username = string_field(body, "username", 3, 50, errors);
+  const auto password = string_field(body, "password", 6, 1024, errors);
+  if (!errors.empty()) throw ApiError(std::move(errors));
+
+  db::UserRepository users(ctx_.db);
+  if (users.find_by_username(*username)) throw ApiError(400, "Username already registered");
+  db::User user{new_uuid(), *username, auth::hash_password(*password), true};
+  const auto created = users.create(user, now_ms());
+  if (!created) throw ApiError(400, "Username already registered");
+  return json_response(200, {{"id", created->id}, {"username", created->username}, {"is_active", created->is_active}});
+}
+
+Response AuthApi::login(std::string_view content_type, std::string_view form_body) {
+  // FastAPI reads Form fields only from form bodies; anything else means the fields are missing.
+  const bool is_form = iequals_prefix(content_type, "application/x-www-form-urlencoded");
+  const auto fields = is_form ? http::parse_urlencoded(form_body) : http::Fields{};
+  const auto username = http::field(fields, "username");
+  const auto password = http::field(fields, "password");
+  const auto grant_type = http::field(fields, "grant_type");
+  std::vector<FieldError> errors;
+  if (!username) errors.push_back({{"body", "username"}, "Field required", "missing"});
+  if (!password) errors.push_back({{"body", "password"}, "Field required", "missing"});
+  if (grant_type && !grant_type->empty() && *grant_type != "password")
+    errors.push_back({{"body", "grant_type"}, "String should match pattern '^password$'", "string_pattern_mismatch"});
+  if (!errors.empty()) throw ApiError(std::move(errors));
+
+  db::UserRepository users(ctx_.db);
+  const auto user = users.find_by_username(*username);
+  // Unknown users cost the same hashing time as a wrong password, so timing does not reveal them.
+  if (!user) {
+    auth::verify_dummy(*password);
+    throw unauthorized("Incorrect username or password");
+  }
+  if (!auth::verify_password(*password, user->password_hash) || !user->is_active)
+    throw unauthorized("Incorrect username or password");
+  const auto token = auth::issue_token(
+      ctx_.token_key, user->id, std::chrono::minutes(ctx_.settings.access_token_expire_minutes), now_ms() / 1000);
+  return json_response(200, {{"access_token", token}, {"token_type", "bearer"}});
+}
+
+std::string AuthApi::authenticate(std::optional<std::string_view> authorization) {
+  if (!authorization || !iequals_prefix(*authorization, "bearer ")) throw unauthorized("Not authenticated");
+  std::string_view token = authorization->substr(7);
+  while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+  if (token.empty()) throw unauthorized("Not authenticated");
+  const auto user_id = auth::verify_token(ctx_.token_key, token, now_ms() / 1000);
+  if (!user_id || !user_exists(*user_id)) throw unauthorized("Could not validate credentials");
+  return *user_id;
+}
+
+bool AuthApi::user_exists(const std::string& id) {
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(known_mutex_);
+    const auto it = known_users_.find(id);
+    if (it != known_users_.end() && it->second > now) return true;
+  }
+  if (!canonical_uuid(id) || !db::UserRepository(ctx_.db).exists(id)) return false;
+  std::lock_guard lock(known_mutex_);
+  if (known_users_.size() >= kKnownUsersMax) known_users_.clear();
+  known_users_[id] = now + kKnownUserTtl;
+  return true;
+}
+
+}  // namespace petcam::api

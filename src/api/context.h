@@ -1,0 +1,21 @@
+// What every handler needs, found once at start and passed in (no globals).
+#pragma once
+
+#include <functional>
+
+#include "auth/auth.h"
+#include "config/settings.h"
+#include "db/database.h"
+#include "storage/photo_store.h"
+
+namespace petcam::api {
+
+struct Context {
+  const config::Settings& settings;
+  db::Database& db;
+  storage::PhotoStore& store;
+  auth::TokenKey token_key;
+  std::function<void()> job_queued;  // wakes the job workers of this process
+};
+
+}  // namespace petcam::api

@@ -1,0 +1,120 @@
+#include "api/validation.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <cmath>
+
+namespace petcam::api {
+
+namespace {
+
+std::size_t utf8_chars(std::string_view s) {
+  std::size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+std::string number(double v) {
+  return v == std::floor(v) ? fmt::format("{:.0f}", v) : fmt::format("{}", v);
+}
+
+}  // namespace
+
+nlohmann::json parse_json_object(std::string_view body) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(body.begin(), body.end());
+  } catch (const nlohmann::json::parse_error& e) {
+    throw ApiError(
+        {{{"body", static_cast<std::int64_t>(e.byte > 0 ? e.byte - 1 : 0)}, "JSON decode error", "json_invalid"}});
+  }
+  if (!j.is_object())
+    throw ApiError(
+        {{{"body"}, "Input should be a valid dictionary or object to extract fields from", "model_attributes_type"}});
+  return j;
+}
+
+std::optional<std::string> string_field(const nlohmann::json& obj, const char* name, std::size_t min_chars,
+                                        std::size_t max_chars, std::vector<FieldError>& errors) {
+  const auto it = obj.find(name);
+  if (it == obj.end()) {
+    errors.push_back({{"body", name}, "Field required", "missing"});
+    return std::nullopt;
+  }
+  if (!it->is_string()) {
+    errors.push_back({{"body", name}, "Input should be a valid string", "string_type"});
+    return std::nullopt;
+  }
+  const auto& s = it->get_ref<const std::string&>();
+  const auto n = utf8_chars(s);
+  if (n < min_chars) {
+    errors.push_back(
+        {{"body", name}, fmt::format("String should have at least {} characters", min_chars), "string_too_short"});
+    return std::nullopt;
+  }
+  if (n > max_chars) {
+    errors.push_back(
+        {{"body", name}, fmt::format("String should have at most {} characters", max_chars), "string_too_long"});
+    return std::nullopt;
+  }
+  return s;
+}
+
+std::optional<double> float_value(std::string_view text, double lo, double hi, nlohmann::json loc,
+                                  std::vector<FieldError>& errors) {
+  const auto t = trim(text);
+  double v = 0;
+  // from_chars takes "nan"/"inf" too; they are refused below as pydantic's allow_inf_nan=False would.
+  const auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+  if (t.empty() || ec != std::errc{} || p != t.data() + t.size()) {
+    errors.push_back(
+        {std::move(loc), "Input should be a valid number, unable to parse string as a number", "float_parsing"});
+    return std::nullopt;
+  }
+  if (!std::isfinite(v)) {
+    errors.push_back({std::move(loc), "Input should be a finite number", "finite_number"});
+    return std::nullopt;
+  }
+  if (v < lo) {
+    errors.push_back({std::move(loc), "Input should be greater than or equal to " + number(lo), "greater_than_equal"});
+    return std::nullopt;
+  }
+  if (v > hi) {
+    errors.push_back({std::move(loc), "Input should be less than or equal to " + number(hi), "less_than_equal"});
+    return std::nullopt;
+  }
+  return v;
+}
+
+std::optional<std::int64_t> int_value(std::string_view text, std::int64_t lo, std::int64_t hi, nlohmann::json loc,
+                                      std::vector<FieldError>& errors) {
+  const auto t = trim(text);
+  std::int64_t v = 0;
+  const char* b = t.data();
+  if (!t.empty() && t.front() == '+') ++b;
+  const auto [p, ec] = std::from_chars(b, t.data() + t.size(), v);
+  if (t.empty() || ec != std::errc{} || p != t.data() + t.size()) {
+    errors.push_back(
+        {std::move(loc), "Input should be a valid integer, unable to parse string as an integer", "int_parsing"});
+    return std::nullopt;
+  }
+  if (v < lo) {
+    errors.push_back(
+        {std::move(loc), fmt::format("Input should be greater than or equal to {}", lo), "greater_than_equal"});
+    return std::nullopt;
+  }
+  if (v > hi) {
+    errors.push_back({std::move(loc), fmt::format("Input should be less than or equal to {}", hi), "less_than_equal"});
+    return std::nullopt;
+  }
+  return v;
+}
+
+}  // namespace petcam::api

@@ -1,0 +1,31 @@
+// Request values checked the way FastAPI/pydantic check them, so clients see the same 422 shapes.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "api/response.h"
+
+namespace petcam::api {
+
+// A JSON object body, or ApiError 422 (json_invalid / model_attributes_type).
+nlohmann::json parse_json_object(std::string_view body);
+
+// A string member of `obj` with min..max characters (Unicode code points); adds a FieldError at
+// ["body", name] and returns nullopt when missing or invalid.
+std::optional<std::string> string_field(const nlohmann::json& obj, const char* name, std::size_t min_chars,
+                                        std::size_t max_chars, std::vector<FieldError>& errors);
+
+// A finite float in [lo, hi] from a form value; `loc` e.g. {"body","lat"}.
+std::optional<double> float_value(std::string_view text, double lo, double hi, nlohmann::json loc,
+                                  std::vector<FieldError>& errors);
+
+// An integer in [lo, hi] from a query value.
+std::optional<std::int64_t> int_value(std::string_view text, std::int64_t lo, std::int64_t hi, nlohmann::json loc,
+                                      std::vector<FieldError>& errors);
+
+}  // namespace petcam::api

@@ -1,0 +1,374 @@
+#include "db/repositories.h"
+
+#include <soci/soci.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "db/internal.h"
+
+namespace petcam::db {
+
+namespace {
+
+// ---- SQL (the same text on both backends unless named otherwise) ----
+// SOCI binds placeholders by position, so a value needed twice appears under two names.
+
+constexpr const char* kInsertUser =
+    "INSERT INTO users (id, username, password_hash, is_active, created_at)"
+    " VALUES (:id, :username, :password_hash, :is_active, :created_at)"
+    " ON CONFLICT (username) DO NOTHING RETURNING id";
+// Booleans come back as 0/1 from both backends this way (SQLite has no boolean type).
+constexpr const char* kFindUserByName =
+    "SELECT id, username, password_hash, CASE WHEN is_active THEN 1 ELSE 0 END FROM users WHERE username = :username";
+constexpr const char* kCountUserById = "SELECT COUNT(*) FROM users WHERE id = :id";
+
+#define PETCAM_PHOTO_COLUMNS "id, user_id, original_path, upscaled_path, status, latitude, longitude, created_at, score"
+constexpr const char* kInsertPhoto =
+    "INSERT INTO photos (id, user_id, original_path, upscaled_path, status, latitude, longitude, score, created_at)"
+    " VALUES (:id, :user_id, :original_path, :upscaled_path, 'queued', :latitude, :longitude, :score, :created_at)";
+constexpr const char* kInsertJob =
+    "INSERT INTO jobs (id, photo_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at)"
+    " VALUES (:id, :photo_id, 'upscale', 'queued', 0, :max_attempts, :run_at, :created_at, :updated_at)";
+constexpr const char* kListPhotos = "SELECT " PETCAM_PHOTO_COLUMNS
+                                    " FROM photos WHERE user_id = :user_id"
+                                    " ORDER BY created_at DESC, id DESC LIMIT :limit OFFSET :skip";
+constexpr const char* kFindPhoto =
+    "SELECT " PETCAM_PHOTO_COLUMNS " FROM photos WHERE id = :photo_id AND user_id = :user_id";
+// The job goes first, explicitly: every writer locks a job before its photo, so none waits on the other in a cycle.
+constexpr const char* kDeleteJobOfPhoto =
+    "DELETE FROM jobs WHERE photo_id = (SELECT id FROM photos WHERE id = :photo_id AND user_id = :user_id)";
+constexpr const char* kDeletePhoto =
+    "DELETE FROM photos WHERE id = :photo_id AND user_id = :user_id RETURNING " PETCAM_PHOTO_COLUMNS;
+#undef PETCAM_PHOTO_COLUMNS
+
+#define PETCAM_CLAIM_SET                                                                  \
+  "UPDATE jobs SET state = 'processing', attempts = attempts + 1, lease_owner = :worker," \
+  " lease_expires_at = :lease_until, updated_at = :now"                                   \
+  " WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= :runnable_at"    \
+  " ORDER BY run_at, created_at LIMIT 1"
+constexpr const char* kClaimJobPostgres =
+    PETCAM_CLAIM_SET " FOR UPDATE SKIP LOCKED) RETURNING id, photo_id, attempts, max_attempts";
+// SQLite: BEGIN IMMEDIATE already holds the only write lock.
+constexpr const char* kClaimJobSqlite = PETCAM_CLAIM_SET ") RETURNING id, photo_id, attempts, max_attempts";
+#undef PETCAM_CLAIM_SET
+constexpr const char* kMarkPhotoProcessing =
+    "UPDATE photos SET status = 'processing' WHERE id = :photo_id RETURNING original_path";
+
+#define PETCAM_OURS " WHERE id = :job_id AND lease_owner = :worker AND state = 'processing'"
+constexpr const char* kRenewLease = "UPDATE jobs SET lease_expires_at = :lease_until" PETCAM_OURS " RETURNING id";
+constexpr const char* kCompleteJob =
+    "UPDATE jobs SET state = 'completed', lease_expires_at = NULL, completed_at = :completed_at,"
+    " updated_at = :now" PETCAM_OURS " RETURNING photo_id";
+constexpr const char* kCompletePhoto =
+    "UPDATE photos SET status = 'completed', upscaled_path = :upscaled_path WHERE id = :photo_id";
+// CASE arms see the row as it was; CASTs give PostgreSQL a type for parameters that have no column to infer from.
+constexpr const char* kFailJob =
+    "UPDATE jobs SET"
+    " state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,"
+    " run_at = CASE WHEN attempts < max_attempts THEN CAST(:retry_at AS BIGINT) ELSE run_at END,"
+    " completed_at = CASE WHEN attempts < max_attempts THEN NULL ELSE CAST(:failed_at AS BIGINT) END,"
+    " lease_owner = NULL, lease_expires_at = NULL, last_error = :error, updated_at = :now" PETCAM_OURS
+    " RETURNING photo_id, state";
+constexpr const char* kReleaseJob =
+    "UPDATE jobs SET state = 'queued', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,"
+    " lease_owner = NULL, lease_expires_at = NULL, updated_at = :now" PETCAM_OURS " RETURNING photo_id";
+#undef PETCAM_OURS
+constexpr const char* kSetPhotoStatus = "UPDATE photos SET status = :status WHERE id = :photo_id";
+// A NULL owner pattern matches nothing, so an empty prefix recovers only expired leases.
+constexpr const char* kRecoverJobs =
+    "UPDATE jobs SET"
+    " state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,"
+    " run_at = CASE WHEN attempts < max_attempts THEN CAST(:retry_at AS BIGINT) ELSE run_at END,"
+    " completed_at = CASE WHEN attempts < max_attempts THEN NULL ELSE CAST(:failed_at AS BIGINT) END,"
+    " lease_owner = NULL, lease_expires_at = NULL, last_error = 'worker lost its lease', updated_at = :now"
+    " WHERE state = 'processing' AND (lease_expires_at < :expired_before OR lease_owner LIKE :owner_pattern ESCAPE '!')"
+    " RETURNING photo_id, state";
+constexpr const char* kCountPhotoById = "SELECT COUNT(*) FROM photos WHERE id = :photo_id";
+constexpr const char* kCountJobs =
+    "SELECT COUNT(CASE WHEN state = 'queued' THEN 1 END), COUNT(CASE WHEN state = 'processing' THEN 1 END),"
+    " COUNT(CASE WHEN state = 'completed' THEN 1 END), COUNT(CASE WHEN state = 'failed' THEN 1 END),"
+    " MIN(CASE WHEN state = 'queued' THEN created_at END) FROM jobs";
+
+// Rows fetched per round trip when listing photos (the API's largest page).
+constexpr std::int64_t kListBatch = 1000;
+
+// One photo row, bound column by column in PETCAM_PHOTO_COLUMNS order.
+struct PhotoRow {
+  std::string id, user_id, original_path, upscaled_path, status;
+  double latitude = 0, longitude = 0, score = 0;
+  long long created_at = 0;
+  soci::indicator upscaled_ind = soci::i_null, score_ind = soci::i_null;
+
+  Photo photo() const {
+    Photo p;
+    p.id = id;
+    p.user_id = user_id;
+    p.original_path = original_path;
+    if (upscaled_ind == soci::i_ok) p.upscaled_path = upscaled_path;
+    p.status = status;
+    p.latitude = latitude;
+    p.longitude = longitude;
+    p.created_at_ms = created_at;
+    if (score_ind == soci::i_ok) p.score = score;
+    return p;
+  }
+};
+
+// LIKE pattern matching names that start with `prefix` literally.
+std::string starts_with_pattern(const std::string& prefix) {
+  std::string out;
+  for (char c : prefix) {
+    if (c == '%' || c == '_' || c == '!') out.push_back('!');
+    out.push_back(c);
+  }
+  out.push_back('%');
+  return out;
+}
+
+// The photo follows its job: same word for both.
+void set_photo_status(soci::session& s, const std::string& photo_id, const std::string& status) {
+  s << kSetPhotoStatus, soci::use(status), soci::use(photo_id);
+}
+
+}  // namespace
+
+// ---- users ----
+
+std::optional<User> UserRepository::create(const User& user, std::int64_t now_ms) {
+  const int active = user.is_active ? 1 : 0;
+  const long long created_at = now_ms;
+  // Not retried on a lost connection: the first try may have inserted, and the retry would then call it taken.
+  return internal::with_session(db_, false, [&](soci::session& s) -> std::optional<User> {
+    std::string id;
+    soci::indicator ind = soci::i_null;
+    s << kInsertUser, soci::use(user.id), soci::use(user.username), soci::use(user.password_hash), soci::use(active),
+        soci::use(created_at), soci::into(id, ind);
+    if (!s.got_data() || ind != soci::i_ok) return std::nullopt;  // the username is taken
+    return user;
+  });
+}
+
+std::optional<User> UserRepository::find_by_username(const std::string& username) {
+  return internal::with_session(db_, true, [&](soci::session& s) -> std::optional<User> {
+    User u;
+    int active = 0;
+    s << kFindUserByName, soci::use(username), soci::into(u.id), soci::into(u.username), soci::into(u.password_hash),
+        soci::into(active);
+    if (!s.got_data()) return std::nullopt;
+    u.is_active = active != 0;
+    return u;
+  });
+}
+
+// Whether `count_sql` (a COUNT(*) by one id) finds a row.
+static bool row_exists(Database& db, const char* count_sql, const std::string& id) {
+  return internal::with_session(db, true, [&](soci::session& s) {
+    long long n = 0;
+    s << count_sql, soci::use(id), soci::into(n);
+    return n > 0;
+  });
+}
+
+bool UserRepository::exists(const std::string& id) { return row_exists(db_, kCountUserById, id); }
+
+// ---- photos ----
+
+void PhotoRepository::create_with_job(const Photo& photo, const std::string& job_id, int max_attempts,
+                                      std::int64_t now_ms) {
+  const long long now = now_ms;
+  const long long created_at = photo.created_at_ms != 0 ? photo.created_at_ms : now_ms;
+  const std::string upscaled = photo.upscaled_path.value_or("");
+  soci::indicator upscaled_ind = photo.upscaled_path ? soci::i_ok : soci::i_null;
+  const double score = photo.score.value_or(0.0);
+  soci::indicator score_ind = photo.score ? soci::i_ok : soci::i_null;
+  db_.transaction([&](soci::session& s) {
+    s << kInsertPhoto, soci::use(photo.id), soci::use(photo.user_id), soci::use(photo.original_path),
+        soci::use(upscaled, upscaled_ind), soci::use(photo.latitude), soci::use(photo.longitude),
+        soci::use(score, score_ind), soci::use(created_at);
+    s << kInsertJob, soci::use(job_id), soci::use(photo.id), soci::use(max_attempts), soci::use(now), soci::use(now),
+        soci::use(now);
+  });
+}
+
+std::vector<Photo> PhotoRepository::list(const std::string& user_id, std::int64_t skip, std::int64_t limit) {
+  std::vector<Photo> out;
+  if (limit <= 0) return out;
+  skip = std::max<std::int64_t>(skip, 0);
+  // One round trip per batch: bulk fetch into column vectors.
+  while (limit > 0) {
+    const long long batch = std::min(limit, kListBatch);
+    const long long offset = skip;
+    const std::size_t got = internal::with_session(db_, true, [&](soci::session& s) -> std::size_t {
+      // SOCI 4.0.3's SQLite backend fetches nothing into vectors of size 1; LIMIT still bounds the rows.
+      const auto n = static_cast<std::size_t>(std::max(batch, 2LL));
+      std::vector<std::string> ids(n), users(n), originals(n), upscaled(n), statuses(n);
+      std::vector<double> lats(n), lngs(n), scores(n);
+      std::vector<long long> created(n);
+      std::vector<soci::indicator> upscaled_ind(n), score_ind(n);
+      s << kListPhotos, soci::use(user_id), soci::use(batch), soci::use(offset), soci::into(ids), soci::into(users),
+          soci::into(originals), soci::into(upscaled, upscaled_ind), soci::into(statuses), soci::into(lats),
+          soci::into(lngs), soci::into(created), soci::into(scores, score_ind);
+      if (!s.got_data()) return 0;
+      const std::size_t rows = ids.size();
+      out.reserve(out.size() + rows);
+      for (std::size_t i = 0; i < rows; ++i) {
+        Photo& p = out.emplace_back();
+        p.id = std::move(ids[i]);
+        p.user_id = std::move(users[i]);
+        p.original_path = std::move(originals[i]);
+        if (upscaled_ind[i] == soci::i_ok) p.upscaled_path = std::move(upscaled[i]);
+        p.status = std::move(statuses[i]);
+        p.latitude = lats[i];
+        p.longitude = lngs[i];
+        p.created_at_ms = created[i];
+        if (score_ind[i] == soci::i_ok) p.score = scores[i];
+      }
+      return rows;
+    });
+    if (got < static_cast<std::size_t>(batch)) break;
+    limit -= batch;
+    skip += batch;
+  }
+  return out;
+}
+
+std::optional<Photo> PhotoRepository::find(const std::string& user_id, const std::string& photo_id) {
+  return internal::with_session(db_, true, [&](soci::session& s) -> std::optional<Photo> {
+    PhotoRow r;
+    s << kFindPhoto, soci::use(photo_id), soci::use(user_id), soci::into(r.id), soci::into(r.user_id),
+        soci::into(r.original_path), soci::into(r.upscaled_path, r.upscaled_ind), soci::into(r.status),
+        soci::into(r.latitude), soci::into(r.longitude), soci::into(r.created_at), soci::into(r.score, r.score_ind);
+    if (!s.got_data()) return std::nullopt;
+    return r.photo();
+  });
+}
+
+std::optional<Photo> PhotoRepository::remove(const std::string& user_id, const std::string& photo_id) {
+  std::optional<Photo> removed;
+  db_.transaction([&](soci::session& s) {
+    removed.reset();
+    s << kDeleteJobOfPhoto, soci::use(photo_id), soci::use(user_id);
+    PhotoRow r;
+    s << kDeletePhoto, soci::use(photo_id), soci::use(user_id), soci::into(r.id), soci::into(r.user_id),
+        soci::into(r.original_path), soci::into(r.upscaled_path, r.upscaled_ind), soci::into(r.status),
+        soci::into(r.latitude), soci::into(r.longitude), soci::into(r.created_at), soci::into(r.score, r.score_ind);
+    if (s.got_data()) removed = r.photo();
+  });
+  return removed;
+}
+
+// ---- jobs ----
+
+std::optional<ClaimedJob> JobRepository::claim(const std::string& worker, std::int64_t now_ms,
+                                               std::int64_t lease_until_ms) {
+  const long long now = now_ms, until = lease_until_ms;
+  const char* sql = db_.backend() == Backend::Postgres ? kClaimJobPostgres : kClaimJobSqlite;
+  std::optional<ClaimedJob> claimed;
+  db_.transaction([&](soci::session& s) {
+    claimed.reset();
+    ClaimedJob job;
+    // Each statement ends with its full expression: on SQLite a RETURNING statement must be gone before COMMIT.
+    s << sql, soci::use(worker), soci::use(until), soci::use(now), soci::use(now), soci::into(job.id),
+        soci::into(job.photo_id), soci::into(job.attempts), soci::into(job.max_attempts);
+    if (!s.got_data()) return;
+    s << kMarkPhotoProcessing, soci::use(job.photo_id), soci::into(job.original_path);
+    if (!s.got_data()) throw std::runtime_error("job " + job.id + " has no photo " + job.photo_id);
+    claimed = std::move(job);
+  });
+  return claimed;
+}
+
+bool JobRepository::renew(const std::string& job_id, const std::string& worker, std::int64_t lease_until_ms) {
+  const long long until = lease_until_ms;
+  return internal::with_session(db_, true, [&](soci::session& s) {
+    std::string id;
+    s << kRenewLease, soci::use(until), soci::use(job_id), soci::use(worker), soci::into(id);
+    return s.got_data();
+  });
+}
+
+bool JobRepository::complete(const std::string& job_id, const std::string& worker, const std::string& upscaled_path,
+                             std::int64_t now_ms) {
+  const long long now = now_ms;
+  bool done = false;
+  db_.transaction([&](soci::session& s) {
+    done = false;
+    std::string photo_id;
+    s << kCompleteJob, soci::use(now), soci::use(now), soci::use(job_id), soci::use(worker), soci::into(photo_id);
+    if (!s.got_data()) return;  // deleted, or no longer ours
+    s << kCompletePhoto, soci::use(upscaled_path), soci::use(photo_id);
+    done = true;
+  });
+  return done;
+}
+
+FailOutcome JobRepository::fail(const std::string& job_id, const std::string& worker, const std::string& error,
+                                std::int64_t now_ms, std::int64_t retry_at_ms) {
+  const long long now = now_ms, retry_at = retry_at_ms;
+  FailOutcome outcome = FailOutcome::LeaseLost;
+  db_.transaction([&](soci::session& s) {
+    outcome = FailOutcome::LeaseLost;
+    std::string photo_id, state;
+    s << kFailJob, soci::use(retry_at), soci::use(now), soci::use(error), soci::use(now), soci::use(job_id),
+        soci::use(worker), soci::into(photo_id), soci::into(state);
+    if (!s.got_data()) return;
+    set_photo_status(s, photo_id, state);
+    outcome = state == "failed" ? FailOutcome::Failed : FailOutcome::Retrying;
+  });
+  return outcome;
+}
+
+bool JobRepository::release(const std::string& job_id, const std::string& worker, std::int64_t now_ms) {
+  const long long now = now_ms;
+  bool released = false;
+  db_.transaction([&](soci::session& s) {
+    released = false;
+    std::string photo_id;
+    s << kReleaseJob, soci::use(now), soci::use(job_id), soci::use(worker), soci::into(photo_id);
+    if (!s.got_data()) return;
+    set_photo_status(s, photo_id, "queued");
+    released = true;
+  });
+  return released;
+}
+
+int JobRepository::recover(std::int64_t now_ms, const std::string& owner_prefix) {
+  const long long now = now_ms;
+  const std::string pattern = starts_with_pattern(owner_prefix);
+  soci::indicator pattern_ind = owner_prefix.empty() ? soci::i_null : soci::i_ok;
+  int recovered = 0;
+  db_.transaction([&](soci::session& s) {
+    std::vector<std::pair<std::string, std::string>> photos;  // photo id, the job's new state
+    {
+      std::string photo_id, state;
+      soci::statement st = (s.prepare << kRecoverJobs, soci::use(now), soci::use(now), soci::use(now), soci::use(now),
+                            soci::use(pattern, pattern_ind), soci::into(photo_id), soci::into(state));
+      st.execute();
+      while (st.fetch()) photos.emplace_back(photo_id, state);
+    }  // SQLite: the RETURNING statement is finished before the next statement and COMMIT
+    for (const auto& [photo_id, state] : photos) set_photo_status(s, photo_id, state);
+    recovered = static_cast<int>(photos.size());
+  });
+  return recovered;
+}
+
+QueueCounts JobRepository::counts() {
+  return internal::with_session(db_, true, [&](soci::session& s) {
+    QueueCounts c;
+    long long queued = 0, processing = 0, completed = 0, failed = 0, oldest = 0;
+    soci::indicator oldest_ind = soci::i_null;
+    s << kCountJobs, soci::into(queued), soci::into(processing), soci::into(completed), soci::into(failed),
+        soci::into(oldest, oldest_ind);
+    c.queued = queued;
+    c.processing = processing;
+    c.completed = completed;
+    c.failed = failed;
+    if (oldest_ind == soci::i_ok) c.oldest_queued_ms = oldest;
+    return c;
+  });
+}
+
+bool JobRepository::photo_exists(const std::string& photo_id) { return row_exists(db_, kCountPhotoById, photo_id); }
+
+}  // namespace petcam::db

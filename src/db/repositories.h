@@ -1,0 +1,105 @@
+// Users, photos and jobs. Times are Unix milliseconds (UTC) from the caller's clock; ids are UUID strings.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "db/database.h"
+
+namespace petcam::db {
+
+struct User {
+  std::string id;
+  std::string username;
+  std::string password_hash;
+  bool is_active = true;
+};
+
+struct Photo {
+  std::string id;
+  std::string user_id;
+  std::string original_path;                 // storage-relative, e.g. storage/originals/<id>.jpg
+  std::optional<std::string> upscaled_path;  // set when the job completes
+  std::string status;                        // queued | processing | completed | failed
+  double latitude = 0.0;
+  double longitude = 0.0;
+  std::int64_t created_at_ms = 0;
+  std::optional<double> score;  // best cut's sharpness, when chosen by /bestcut
+};
+
+class UserRepository {
+ public:
+  explicit UserRepository(Database& db) : db_(db) {}
+  // nullopt when the username is taken (unique constraint), never a duplicate row.
+  std::optional<User> create(const User& user, std::int64_t now_ms);
+  std::optional<User> find_by_username(const std::string& username);
+  bool exists(const std::string& id);
+
+ private:
+  Database& db_;
+};
+
+class PhotoRepository {
+ public:
+  explicit PhotoRepository(Database& db) : db_(db) {}
+  // Photo (status queued) and its job in one transaction.
+  void create_with_job(const Photo& photo, const std::string& job_id, int max_attempts, std::int64_t now_ms);
+  // The owner's photos, newest first (created_at DESC, id DESC).
+  std::vector<Photo> list(const std::string& user_id, std::int64_t skip, std::int64_t limit);
+  std::optional<Photo> find(const std::string& user_id, const std::string& photo_id);
+  // Deletes the row (its job goes with it, ON DELETE CASCADE) and returns it, so the caller removes files.
+  std::optional<Photo> remove(const std::string& user_id, const std::string& photo_id);
+
+ private:
+  Database& db_;
+};
+
+struct ClaimedJob {
+  std::string id;
+  std::string photo_id;
+  std::string original_path;
+  int attempts = 0;  // including this claim
+  int max_attempts = 0;
+};
+
+enum class FailOutcome { Retrying, Failed, LeaseLost };
+
+struct QueueCounts {
+  std::int64_t queued = 0, processing = 0, completed = 0, failed = 0;
+  std::optional<std::int64_t> oldest_queued_ms;  // created_at of the oldest queued job
+};
+
+class JobRepository {
+ public:
+  explicit JobRepository(Database& db) : db_(db) {}
+  // Takes the oldest runnable job (state queued, run_at <= now): state processing, attempts + 1,
+  // lease_owner = worker, lease_expires_at = lease_until; the photo becomes processing. Atomic against
+  // other workers: FOR UPDATE SKIP LOCKED on PostgreSQL, one UPDATE ... RETURNING on SQLite.
+  std::optional<ClaimedJob> claim(const std::string& worker, std::int64_t now_ms, std::int64_t lease_until_ms);
+  // Extends the lease while the job runs; false when the job is no longer ours (lost or deleted).
+  bool renew(const std::string& job_id, const std::string& worker, std::int64_t lease_until_ms);
+  // Only if still ours and processing: job completed, photo completed with its upscaled_path. False
+  // otherwise (the photo was deleted or the lease went to another worker): the caller removes its file.
+  bool complete(const std::string& job_id, const std::string& worker, const std::string& upscaled_path,
+                std::int64_t now_ms);
+  // attempts < max_attempts: back to queued with run_at = retry_at_ms, photo queued; otherwise job and
+  // photo failed. last_error kept either way.
+  FailOutcome fail(const std::string& job_id, const std::string& worker, const std::string& error,
+                   std::int64_t now_ms, std::int64_t retry_at_ms);
+  // Back to queued without spending the attempt (graceful stop).
+  bool release(const std::string& job_id, const std::string& worker, std::int64_t now_ms);
+  // Jobs left processing by a crash: those whose lease expired, plus any held by a worker name starting
+  // with owner_prefix (this instance's previous life). Requeued, or failed when out of attempts.
+  // Returns how many were recovered.
+  int recover(std::int64_t now_ms, const std::string& owner_prefix);
+  QueueCounts counts();
+  // Whether the photo row is still there (a job whose complete() failed removes its output only if not).
+  bool photo_exists(const std::string& photo_id);
+
+ private:
+  Database& db_;
+};
+
+}  // namespace petcam::db

@@ -1,0 +1,429 @@
+#include "http/server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <condition_variable>
+#include <restinio/all.hpp>
+#include <thread>
+
+#include "api/auth_api.h"
+#include "api/photo_api.h"
+#include "api/routes.h"
+#include "db/database.h"
+#include "http/client_ip.h"
+#include "http/form.h"
+#include "http/multipart.h"
+#include "http/rate_limiter.h"
+#include "http/work_pool.h"
+
+namespace petcam::http {
+
+// Our own methods mapper type, so that the parser settings below apply to our server only.
+struct PetcamMethods : restinio::default_http_methods_t {};
+
+// RESTinio answers a body over its limit by dropping the connection. We want a 413 the client can
+// read, so our parser callbacks stop storing the body, mark the request with this (client-proof)
+// field and let it complete; the handler answers 413. Bodies far beyond the limit are still cut off.
+inline constexpr std::string_view kBodyTooLarge = "X-Petcam-Body-Too-Large";
+
+inline std::uint64_t discard_cap(std::uint64_t limit) {
+  return std::max<std::uint64_t>(limit * 4, std::uint64_t{256} << 20);
+}
+
+}  // namespace petcam::http
+
+namespace restinio::impl {
+
+template <>
+inline http_parser_settings create_parser_settings<petcam::http::PetcamMethods>() noexcept {
+  using petcam::http::kBodyTooLarge;
+  auto s = create_parser_settings<restinio::default_http_methods_t>();
+  s.on_headers_complete = [](http_parser* p) -> int {
+    auto* ctx = static_cast<http_parser_ctx_t*>(p->data);
+    ctx->m_header.remove_field(kBodyTooLarge);
+    const auto limit = ctx->m_limits.max_body_size();
+    if (p->content_length != ULLONG_MAX && p->content_length > limit) {
+      if (p->content_length > petcam::http::discard_cap(limit)) return -1;
+      ctx->m_header.set_field(std::string(kBodyTooLarge), std::to_string(p->content_length));
+      ctx->m_leading_headers_completed = true;
+      return 0;
+    }
+    return restinio_headers_complete_cb(p);
+  };
+  s.on_body = [](http_parser* p, const char* at, size_t length) -> int {
+    auto* ctx = static_cast<http_parser_ctx_t*>(p->data);
+    if (ctx->m_header.has_field(kBodyTooLarge)) return 0;               // discarding
+    if (ctx->m_body.size() + length > ctx->m_limits.max_body_size()) {  // chunked body grew too large
+      ctx->m_header.set_field(std::string(kBodyTooLarge), "chunked");
+      std::string().swap(ctx->m_body);
+      return 0;
+    }
+    return restinio_body_cb(p, at, length);
+  };
+  s.on_message_complete = [](http_parser* p) -> int {
+    return restinio_message_complete_cb<petcam::http::PetcamMethods>(p);
+  };
+  return s;
+}
+
+}  // namespace restinio::impl
+
+namespace petcam::http {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using api::Op;
+
+struct Traits : restinio::traits_t<restinio::asio_timer_manager_t, restinio::null_logger_t> {
+  using http_methods_mapper_t = PetcamMethods;
+  static constexpr bool use_connection_count_limiter = true;
+};
+
+constexpr std::size_t kSmallBodyLimit = 64 * 1024;  // JSON and form bodies
+
+const char* reason(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 413:
+      return "Payload Too Large";
+    case 422:
+      return "Unprocessable Entity";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Unknown";
+  }
+}
+
+// What the request log needs, captured on the I/O thread.
+struct RequestInfo {
+  Clock::time_point start;
+  std::string method;
+  std::string path;
+  std::string client;
+};
+
+}  // namespace
+
+struct Server::Impl {
+  Impl(api::Context& c, const api::Docs& d)
+      : ctx(c),
+        docs(d),
+        s(c.settings),
+        auth(c),
+        photos(c),
+        pool(static_cast<std::size_t>(s.pool_threads), static_cast<std::size_t>(s.pool_queue)),
+        proxies(s.trusted_proxies),
+        limit_register(s.rate_register),
+        limit_token(s.rate_token),
+        limit_upscale(s.rate_upscale),
+        limit_bestcut(s.rate_bestcut) {}
+
+  api::Context& ctx;
+  const api::Docs& docs;
+  const config::Settings& s;
+  api::AuthApi auth;
+  api::PhotoApi photos;
+  WorkPool pool;
+  TrustedProxies proxies;
+  RateLimiter limit_register, limit_token, limit_upscale, limit_bestcut;
+
+  std::atomic<bool> db_ok{true};
+  std::atomic<int> in_flight{0};
+  std::mutex stop_mutex;
+  std::condition_variable stop_cv;
+  bool stopping = false;
+
+  restinio::request_handling_status_t handle(const restinio::request_handle_t& req);
+  void dispatch(const restinio::request_handle_t& req, const api::Route& route, std::string param, RequestInfo info);
+  api::Response run_op(const restinio::request_handle_t& req, const api::Route& route, const std::string& param,
+                       const RequestInfo& info);
+  void send(const restinio::request_handle_t& req, const api::Response& r, const RequestInfo& info);
+  void send_file(const restinio::request_handle_t& req, const api::FileResponse& f, const RequestInfo& info);
+  void log(const RequestInfo& info, int status);
+  void watch_database();
+};
+
+void Server::Impl::log(const RequestInfo& info, int status) {
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - info.start).count();
+  spdlog::info("{} {} {} {:.1f}ms {}", info.method, info.path, status, ms, info.client);
+}
+
+void Server::Impl::send(const restinio::request_handle_t& req, const api::Response& r, const RequestInfo& info) {
+  auto resp = req->create_response(restinio::http_status_line_t{
+      restinio::http_status_code_t{static_cast<std::uint16_t>(r.status)}, reason(r.status)});
+  resp.append_header(restinio::http_field::content_type, r.content_type);
+  for (const auto& [name, value] : r.headers) resp.append_header(name, value);
+  resp.set_body(r.body);
+  resp.done();
+  log(info, r.status);
+}
+
+void Server::Impl::send_file(const restinio::request_handle_t& req, const api::FileResponse& f,
+                             const RequestInfo& info) {
+  restinio::sendfile_t file = restinio::sendfile(f.path);  // opened here, on the pool thread
+  auto resp = req->create_response();
+  for (const auto& [name, value] : f.headers) resp.append_header(name, value);
+  resp.set_body(std::move(file));
+  resp.done();
+  log(info, 200);
+}
+
+restinio::request_handling_status_t Server::Impl::handle(const restinio::request_handle_t& req) {
+  const auto& h = req->header();
+  RequestInfo info{Clock::now(), std::string(h.method().c_str()), std::string(h.path()), {}};
+  const auto* xff = h.try_get_field("X-Forwarded-For");
+  info.client = proxies.client_address(req->remote_endpoint().address().to_string(),
+                                       xff ? std::optional<std::string_view>(*xff) : std::nullopt);
+
+  const api::Route* route = nullptr;
+  std::string_view param;
+  std::string allow;
+  for (const auto& r : api::kRoutes) {
+    std::string_view p;
+    if (!api::route_matches(r.path, info.path, p)) continue;
+    allow += allow.empty() ? "" : ", ";
+    allow += r.method;
+    if (r.method == info.method) route = &r, param = p;
+  }
+  if (!route) {
+    const auto* asset = info.method == "GET" ? docs.find(info.path) : nullptr;
+    if (asset)
+      send(req, {200, asset->content_type, asset->body, {{"Cache-Control", "public, max-age=86400"}}}, info);
+    else if (!allow.empty())
+      send(req, api::json_response(405, {{"detail", "Method Not Allowed"}}, {{"Allow", allow}}), info);
+    else
+      send(req, api::json_response(404, {{"detail", "Not Found"}}), info);
+    return restinio::request_accepted();
+  }
+  if (h.has_field(kBodyTooLarge)) {
+    send(req,
+         api::json_response(413,
+                            {{"detail", "Request body too large: the limit is " + std::to_string(s.max_request_bytes) +
+                                            " bytes (MAX_REQUEST_BYTES)"}},
+                            {}),
+         info);
+    return restinio::request_accepted();
+  }
+
+  RateLimiter* limiter = nullptr;
+  bool small_body = true;
+  switch (route->op) {
+    case Op::Health:
+      if (db_ok)
+        send(req, api::json_response(200, {{"status", "ok"}, {"version", "1.0.0"}}), info);
+      else
+        send(req, api::unavailable("Database unavailable").response(), info);
+      return restinio::request_accepted();
+    case Op::OpenApi:
+    case Op::Docs:
+    case Op::Redoc:
+      if (const auto* asset = docs.find(info.path))
+        send(req, {200, asset->content_type, asset->body, {}}, info);
+      else
+        send(req, api::json_response(404, {{"detail", "Not Found"}}), info);
+      return restinio::request_accepted();
+    case Op::Register:
+      limiter = &limit_register;
+      break;
+    case Op::Token:
+      limiter = &limit_token;
+      break;
+    case Op::Upscale:
+      limiter = &limit_upscale, small_body = false;
+      break;
+    case Op::Bestcut:
+      limiter = &limit_bestcut, small_body = false;
+      break;
+    default:
+      break;
+  }
+  if (limiter) {
+    if (const auto wait = limiter->acquire(info.client)) {
+      send(req,
+           api::json_response(429, {{"detail", "Rate limit exceeded: " + limiter->limit().text}},
+                              {{"Retry-After", std::to_string(wait)}}),
+           info);
+      return restinio::request_accepted();
+    }
+  }
+  if (small_body && req->body().size() > kSmallBodyLimit) {
+    send(req,
+         api::json_response(413, {{"detail", "Request body too large: the limit for this route is " +
+                                                 std::to_string(kSmallBodyLimit) + " bytes"}}),
+         info);
+    return restinio::request_accepted();
+  }
+  dispatch(req, *route, percent_decode(param, false), std::move(info));
+  return restinio::request_accepted();
+}
+
+void Server::Impl::dispatch(const restinio::request_handle_t& req, const api::Route& route, std::string param,
+                            RequestInfo info) {
+  ++in_flight;
+  auto task = [this, req, &route, param = std::move(param), info]() {
+    try {
+      if (route.op == Op::GetPhoto) {
+        const auto user = auth.authenticate([&]() -> std::optional<std::string_view> {
+          const auto* a = req->header().try_get_field(restinio::http_field::authorization);
+          return a ? std::optional<std::string_view>(*a) : std::nullopt;
+        }());
+        send_file(req, photos.download(user, param, req->header().query()), info);
+      } else {
+        send(req, run_op(req, route, param, info), info);
+      }
+    } catch (const api::ApiError& e) {
+      send(req, e.response(), info);
+    } catch (const db::Unavailable& e) {
+      spdlog::error("{} {}: database unavailable: {}", info.method, info.path, e.what());
+      db_ok = false;
+      send(req, api::unavailable("Database unavailable, retry shortly").response(), info);
+    } catch (const std::exception& e) {
+      spdlog::error("{} {}: {}", info.method, info.path, e.what());
+      send(req, api::json_response(500, {{"detail", "Internal Server Error"}}), info);
+    }
+    if (--in_flight == 0) {
+      std::lock_guard lock(stop_mutex);
+      stop_cv.notify_all();
+    }
+  };
+  if (!pool.try_submit(std::move(task))) {
+    send(req, api::unavailable("Server busy, retry shortly").response(), info);
+    if (--in_flight == 0) {
+      std::lock_guard lock(stop_mutex);
+      stop_cv.notify_all();
+    }
+  }
+}
+
+api::Response Server::Impl::run_op(const restinio::request_handle_t& req, const api::Route& route,
+                                   const std::string& param, const RequestInfo&) {
+  const auto& h = req->header();
+  auto header = [&](restinio::http_field_t f) -> std::optional<std::string_view> {
+    const auto* v = h.try_get_field(f);
+    return v ? std::optional<std::string_view>(*v) : std::nullopt;
+  };
+  switch (route.op) {
+    case Op::Register:
+      return auth.register_user(req->body());
+    case Op::Token:
+      return auth.login(header(restinio::http_field::content_type).value_or(""), req->body());
+    default:
+      break;
+  }
+  const auto user = auth.authenticate(header(restinio::http_field::authorization));
+  switch (route.op) {
+    case Op::Upscale:
+    case Op::Bestcut: {
+      const auto boundary = multipart_boundary(header(restinio::http_field::content_type).value_or(""));
+      if (!boundary)
+        throw api::ApiError(400,
+                            "Send the photo as multipart/form-data (Content-Type multipart/form-data with a "
+                            "boundary)");
+      std::vector<Part> parts;
+      try {
+        parts = parse_multipart(req->body(), *boundary, static_cast<std::size_t>(s.max_bestcut_files) + 16);
+      } catch (const MultipartError& e) {
+        throw api::ApiError(400, std::string("Malformed multipart body: ") + e.what());
+      }
+      return route.op == Op::Upscale ? photos.upscale(user, parts) : photos.bestcut(user, parts);
+    }
+    case Op::ListPhotos:
+      return photos.list(user, h.query());
+    case Op::DeletePhoto:
+      return photos.remove(user, param);
+    default:
+      throw std::logic_error("route without a handler");
+  }
+}
+
+void Server::Impl::watch_database() {
+  std::unique_lock lock(stop_mutex);
+  while (!stopping) {
+    lock.unlock();
+    const bool ok = ctx.db.ping();
+    if (ok != db_ok.exchange(ok)) {
+      if (ok)
+        spdlog::info("database reachable again");
+      else
+        spdlog::error("database unreachable: /health answers 503");
+    }
+    lock.lock();
+    stop_cv.wait_for(lock, std::chrono::seconds(1), [&] { return stopping; });
+  }
+}
+
+Server::Server(api::Context& ctx, const api::Docs& docs) : impl_(std::make_unique<Impl>(ctx, docs)) {}
+Server::~Server() = default;
+
+void Server::run(const std::function<void()>& on_listening) {
+  auto& im = *impl_;
+  const auto& s = im.s;
+  asio::io_context io;
+
+  restinio::server_settings_t<Traits> settings;
+  settings.address(s.host)
+      .port(static_cast<std::uint16_t>(s.port))
+      .request_handler([&im](restinio::request_handle_t req) { return im.handle(req); })
+      .read_next_http_message_timelimit(std::chrono::seconds(s.read_timeout_s))
+      .write_http_response_timelimit(std::chrono::seconds(s.write_timeout_s))
+      .handle_request_timeout(std::chrono::seconds(s.handle_timeout_s))
+      .max_parallel_connections(static_cast<std::size_t>(s.max_connections))
+      .incoming_http_msg_limits(restinio::incoming_http_msg_limits_t{}
+                                    .max_url_size(8 * 1024)
+                                    .max_field_name_size(1024)
+                                    .max_field_value_size(16 * 1024)
+                                    .max_field_count(100)
+                                    .max_body_size(static_cast<std::uint64_t>(s.max_request_bytes)));
+  restinio::http_server_t<Traits> server{restinio::external_io_context(io), std::move(settings)};
+
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  std::atomic<bool> signalled{false};
+  signals.async_wait([&](const asio::error_code& ec, int signo) {
+    if (ec) return;
+    spdlog::info("received {}: no new connections; finishing requests in flight",
+                 signo == SIGTERM ? "SIGTERM" : "SIGINT");
+    signalled = true;
+    server.close_async([] {}, [](std::exception_ptr) {});
+    std::lock_guard lock(im.stop_mutex);
+    im.stopping = true;
+    im.stop_cv.notify_all();
+  });
+
+  server.open_sync();  // binds now, so a taken port fails here
+  if (on_listening) on_listening();
+  std::thread db_watch([&im] { im.watch_database(); });
+
+  std::vector<std::thread> io_threads;
+  for (int i = 0; i < s.io_threads; ++i) io_threads.emplace_back([&io] { io.run(); });
+
+  {
+    std::unique_lock lock(im.stop_mutex);
+    im.stop_cv.wait(lock, [&] { return im.stopping; });
+    im.stop_cv.wait_for(lock, std::chrono::seconds(s.handle_timeout_s), [&] { return im.in_flight == 0; });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the last responses leave the sockets
+  io.stop();
+  for (auto& t : io_threads) t.join();
+  db_watch.join();
+  im.pool.shutdown();
+}
+
+}  // namespace petcam::http

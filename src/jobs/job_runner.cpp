@@ -1,0 +1,214 @@
+#include "jobs/job_runner.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "imaging/imaging.h"
+#include "storage/files.h"
+#include "upscaler/model_path.h"
+#include "upscaler/upscaler.h"
+
+namespace petcam::jobs {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::int64_t wall_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+// Thrown from the progress callback to abandon a job between tiles.
+struct Cancelled {};
+
+constexpr std::size_t kMaxOriginalBytes = 1ull << 30;
+
+}  // namespace
+
+struct JobRunner::Worker {
+  std::string name;  // <instance_id>/<index>: the lease owner in the jobs table
+  std::unique_ptr<upscaler::Upscaler> model;
+  std::thread thread;
+  std::mutex mutex;    // guards job_id
+  std::string job_id;  // the job it runs now, for the heartbeat
+  std::atomic<bool> cancel{false};
+};
+
+JobRunner::JobRunner(const config::Settings& settings, db::Database& db, storage::PhotoStore& store)
+    : settings_(settings), db_(db), store_(store) {}
+
+JobRunner::~JobRunner() {
+  stop();
+}
+
+void JobRunner::start() {
+  if (settings_.job_workers <= 0) return;
+  upscaler::Params params;
+  params.model_path = upscaler::resolve_model(settings_.model, settings_.models_dir);
+  params.precision = upscaler::parse_precision(settings_.precision);
+  params.tile = settings_.tile;
+  params.threads = settings_.inference_threads;
+  for (int i = 0; i < settings_.job_workers; ++i) {
+    auto w = std::make_unique<Worker>();
+    w->name = settings_.instance_id + "/" + std::to_string(i);
+    w->model = upscaler::Upscaler::load(params);
+    workers_.push_back(std::move(w));
+  }
+  const auto& m = *workers_.front()->model;
+  spdlog::info("jobs: {} worker(s), model {} ({}), {}, tile {}+{}", workers_.size(), params.model_path,
+               m.architecture(), upscaler::to_string(m.precision()), m.tile(), m.tile_pad());
+
+  // Whatever this instance held when it last stopped cannot be running now.
+  const int recovered = db::JobRepository(db_).recover(wall_ms(), settings_.instance_id + "/");
+  if (recovered > 0) spdlog::warn("jobs: recovered {} job(s) left processing by a previous run", recovered);
+
+  for (auto& w : workers_) w->thread = std::thread([this, p = w.get()] { work(*p); });
+  heartbeat_thread_ = std::thread([this] { heartbeat(); });
+}
+
+void JobRunner::wake() {
+  {
+    std::lock_guard lock(mutex_);
+    ++wakeups_;
+  }
+  wake_cv_.notify_one();
+}
+
+void JobRunner::stop() {
+  if (stopping_.exchange(true)) return;
+  for (auto& w : workers_) w->cancel = true;
+  {
+    std::lock_guard lock(mutex_);  // a waiter between its check and its wait must not miss this
+  }
+  wake_cv_.notify_all();
+  stop_cv_.notify_all();
+  for (auto& w : workers_)
+    if (w->thread.joinable()) w->thread.join();
+  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+}
+
+void JobRunner::work(Worker& w) {
+  const auto poll = std::chrono::milliseconds(settings_.job_poll_ms);
+  db::JobRepository jobs(db_);
+  while (!stopping_) {
+    std::optional<db::ClaimedJob> job;
+    std::uint64_t seen;
+    {
+      std::lock_guard lock(mutex_);
+      seen = wakeups_;
+    }
+    try {
+      const auto now = wall_ms();
+      job = jobs.claim(w.name, now, now + settings_.job_lease_s * 1000ll);
+    } catch (const std::exception& e) {
+      spdlog::error("jobs: {} cannot claim: {}", w.name, e.what());
+    }
+    if (!job) {
+      std::unique_lock lock(mutex_);
+      wake_cv_.wait_for(lock, poll, [&] { return stopping_ || wakeups_ != seen; });
+      continue;
+    }
+    {
+      std::lock_guard lock(w.mutex);
+      w.job_id = job->id;
+    }
+    run_job(w, *job);
+    std::lock_guard lock(w.mutex);
+    w.job_id.clear();
+  }
+}
+
+void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
+  db::JobRepository jobs(db_);
+  const auto started = Clock::now();
+  spdlog::info("job {} photo {}: started by {} (attempt {}/{})", job.id, job.photo_id, w.name, job.attempts,
+               job.max_attempts);
+  const auto out_rel = storage::PhotoStore::upscaled_path(job.photo_id);
+  try {
+    const auto bytes = store_.read(job.original_path, kMaxOriginalBytes);
+    imaging::Limits limits;
+    limits.max_pixels = settings_.max_image_pixels;
+    auto photo = imaging::decode(bytes, limits);
+    const int s = w.model->scale();
+    cv::Mat out(photo.rgb.rows * s, photo.rgb.cols * s, CV_8UC3);
+    w.model->process({photo.rgb.data, photo.rgb.cols, photo.rgb.rows, photo.rgb.step},
+                     {out.data, out.cols, out.rows, out.step}, [&](int, int) {
+                       if (w.cancel) throw Cancelled{};
+                     });
+    const auto jpeg = imaging::encode(out, photo.grayscale, imaging::OutputFormat::Jpeg, 95);
+    if (w.cancel) throw Cancelled{};
+    store_.write(out_rel, jpeg);
+    const double secs = std::chrono::duration<double>(Clock::now() - started).count();
+    if (jobs.complete(job.id, w.name, out_rel, wall_ms())) {
+      spdlog::info("job {} photo {}: completed {}x{} -> {}x{} in {:.2f} s", job.id, job.photo_id, photo.rgb.cols,
+                   photo.rgb.rows, out.cols, out.rows, secs);
+    } else if (!jobs.photo_exists(job.photo_id)) {
+      store_.remove(out_rel);  // deleted while it ran: leave nothing behind
+      spdlog::info("job {} photo {}: photo was deleted while processing; output removed", job.id, job.photo_id);
+    } else {
+      spdlog::warn("job {} photo {}: lease lost to another worker; its result stands", job.id, job.photo_id);
+    }
+  } catch (const Cancelled&) {
+    try {
+      jobs.release(job.id, w.name, wall_ms());
+      spdlog::info("job {} photo {}: returned to the queue (stopping)", job.id, job.photo_id);
+    } catch (const std::exception& e) {
+      spdlog::error("job {} photo {}: could not return it to the queue ({}); its lease will expire", job.id,
+                    job.photo_id, e.what());
+    }
+  } catch (const std::exception& e) {
+    const auto now = wall_ms();
+    const auto backoff_ms =
+        static_cast<std::int64_t>(settings_.job_retry_base_s * 1000.0 * std::pow(2.0, std::max(0, job.attempts - 1)));
+    try {
+      switch (jobs.fail(job.id, w.name, e.what(), now, now + backoff_ms)) {
+        case db::FailOutcome::Retrying:
+          spdlog::warn("job {} photo {}: attempt {}/{} failed: {}; retrying in {} s", job.id, job.photo_id,
+                       job.attempts, job.max_attempts, e.what(), backoff_ms / 1000);
+          break;
+        case db::FailOutcome::Failed:
+          spdlog::error("job {} photo {}: failed after {} attempt(s): {}", job.id, job.photo_id, job.attempts,
+                        e.what());
+          break;
+        case db::FailOutcome::LeaseLost:
+          spdlog::warn("job {} photo {}: failed ({}) after losing its lease or its photo", job.id, job.photo_id,
+                       e.what());
+          break;
+      }
+    } catch (const std::exception& e2) {
+      spdlog::error("job {} photo {}: failed ({}) and could not record it ({}); its lease will expire", job.id,
+                    job.photo_id, e.what(), e2.what());
+    }
+  }
+}
+
+void JobRunner::heartbeat() {
+  db::JobRepository jobs(db_);
+  const auto every = std::chrono::milliseconds(std::max(500, settings_.job_lease_s * 1000 / 3));
+  while (!stopping_) {
+    {
+      std::unique_lock lock(mutex_);
+      stop_cv_.wait_for(lock, every, [&] { return stopping_.load(); });
+    }
+    if (stopping_) return;
+    for (auto& w : workers_) {
+      std::string id;
+      {
+        std::lock_guard lock(w->mutex);
+        id = w->job_id;
+      }
+      if (id.empty()) continue;
+      try {
+        if (!jobs.renew(id, w->name, wall_ms() + settings_.job_lease_s * 1000ll))
+          spdlog::warn("job {}: lease could not be renewed (deleted or taken over)", id);
+      } catch (const std::exception& e) {
+        spdlog::error("job {}: lease renewal failed: {}", id, e.what());
+      }
+    }
+  }
+}
+
+}  // namespace petcam::jobs

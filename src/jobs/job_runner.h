@@ -1,0 +1,52 @@
+// The job workers: each claims a queued job from the database, upscales the original with its own
+// model, writes the result atomically and marks the job completed. Failures retry with exponential
+// backoff up to JOB_MAX_ATTEMPTS; a heartbeat renews the leases of running jobs; stop() cancels running
+// jobs between tiles and returns them to the queue. HTTP threads never touch a model.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config/settings.h"
+#include "db/database.h"
+#include "db/repositories.h"
+#include "storage/photo_store.h"
+
+namespace petcam::jobs {
+
+class JobRunner {
+ public:
+  JobRunner(const config::Settings& settings, db::Database& db, storage::PhotoStore& store);
+  ~JobRunner();
+
+  // Loads the model (throws upscaler::ModelError), recovers jobs this instance left processing,
+  // and starts settings.job_workers threads plus the heartbeat.
+  void start();
+  void wake();  // a job was queued
+  void stop();  // cancel running jobs, return them to the queue, join
+
+ private:
+  struct Worker;
+  void work(Worker& w);
+  void run_job(Worker& w, const db::ClaimedJob& job);
+  void heartbeat();
+
+  const config::Settings& settings_;
+  db::Database& db_;
+  storage::PhotoStore& store_;
+  std::string model_path_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::thread heartbeat_thread_;
+  std::mutex mutex_;
+  std::condition_variable wake_cv_;  // job workers: a job was queued, or stop
+  std::condition_variable stop_cv_;  // heartbeat: stop
+  std::uint64_t wakeups_ = 0;
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace petcam::jobs

@@ -1,0 +1,115 @@
+#include "serve.h"
+
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "api/context.h"
+#include "api/docs.h"
+#include "config/settings.h"
+#include "db/database.h"
+#include "db/repositories.h"
+#include "http/server.h"
+#include "jobs/job_runner.h"
+#include "storage/photo_store.h"
+
+namespace petcam {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// The environment over an optional .env: `env_file` when given (it must exist), else ./.env if present.
+config::Settings settings_from(const std::string& env_file) {
+  std::map<std::string, std::string> dotenv;
+  const std::string path = env_file.empty() ? ".env" : env_file;
+  std::error_code ec;
+  if (fs::exists(path, ec)) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    dotenv = config::parse_dotenv(ss.str(), path);
+  } else if (!env_file.empty()) {
+    throw config::ConfigError("env file not found: " + env_file);
+  }
+  return config::load_settings(config::merged_environment(dotenv));
+}
+
+void setup_logging(const config::Settings& s) {
+  auto logger = spdlog::stdout_logger_mt("petcam");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
+  logger->set_level(spdlog::level::from_str(s.log_level));
+  logger->flush_on(spdlog::level::warn);
+  spdlog::set_default_logger(logger);
+  spdlog::flush_every(std::chrono::seconds(1));
+}
+
+// The URL without its password, for logs.
+std::string redacted(const std::string& url) {
+  const auto scheme = url.find("://");
+  const auto at = url.rfind('@');
+  if (scheme == std::string::npos || at == std::string::npos || at < scheme) return url;
+  const auto colon = url.find(':', scheme + 3);
+  if (colon == std::string::npos || colon > at) return url;
+  return url.substr(0, colon + 1) + "***" + url.substr(at);
+}
+
+db::Options db_options(const config::Settings& s) {
+  db::Options o;
+  o.url = s.database_url;
+  o.pool_size = static_cast<std::size_t>(s.db_pool_size);
+  o.lease_timeout = std::chrono::milliseconds(s.db_timeout_ms);
+  return o;
+}
+
+}  // namespace
+
+int run_serve(const std::string& env_file) {
+  const auto settings = settings_from(env_file);
+  setup_logging(settings);
+  spdlog::info("petcam 1.0.0 starting: database {}, storage {}", redacted(settings.database_url), settings.storage_dir);
+
+  bool generated = false;
+  const auto secret = config::ensure_secret_key(settings, generated);
+  if (generated)
+    spdlog::warn("SECRET_KEY is not set: generated a random key into {}/secret_key (mode 0600); keep that file",
+                 settings.data_dir);
+
+  auto db = db::Database::open(db_options(settings));
+  if (const int n = db::migrate_up(*db)) spdlog::info("database: applied {} migration(s)", n);
+  storage::PhotoStore store(settings.storage_dir);
+
+  jobs::JobRunner runner(settings, *db, store);
+  runner.start();
+
+  api::Context ctx{settings, *db, store, auth::TokenKey{secret}, [&runner] { runner.wake(); }};
+  api::Docs docs(settings.web_dir);
+  http::Server server(ctx, docs);
+  server.run([&] { spdlog::info("listening on http://{}:{}", settings.host, settings.port); });
+
+  spdlog::info("HTTP stopped; stopping job workers");
+  runner.stop();
+  spdlog::info("stopped");
+  spdlog::shutdown();
+  return 0;
+}
+
+int run_migrate(const std::string& action, int steps, const std::string& env_file) {
+  const auto settings = settings_from(env_file);
+  auto db = db::Database::open(db_options(settings));
+  if (action == "up") {
+    std::cout << "applied " << db::migrate_up(*db) << " migration(s)\n";
+  } else if (action == "down") {
+    std::cout << "reverted " << db::migrate_down(*db, steps) << " migration(s)\n";
+  } else {
+    for (const auto& m : db::migration_status(*db))
+      std::cout << (m.applied ? "applied  " : "pending  ") << m.version << " " << m.name << "\n";
+  }
+  return 0;
+}
+
+}  // namespace petcam

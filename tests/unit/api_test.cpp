@@ -1,0 +1,118 @@
+// Rate limits, request validation, ids and the route table against the OpenAPI document.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "api/ids.h"
+#include "api/response.h"
+#include "api/routes.h"
+#include "api/validation.h"
+#include "api_assets.h"
+#include "http/rate_limiter.h"
+
+using namespace petcam;
+
+TEST(RateLimiter, AllowsTheLimitThenSaysHowLongToWait) {
+  http::RateLimiter limiter(config::parse_rate_limit("X", "5/minute"));
+  const auto t0 = http::RateLimiter::Clock::now();
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(limiter.acquire("1.2.3.4", t0), 0) << i;
+  const auto wait = limiter.acquire("1.2.3.4", t0);
+  EXPECT_GT(wait, 0);
+  EXPECT_LE(wait, 12);
+  EXPECT_EQ(limiter.acquire("5.6.7.8", t0), 0);  // another client has its own allowance
+  // One request's worth of time later, exactly one more is allowed.
+  EXPECT_EQ(limiter.acquire("1.2.3.4", t0 + std::chrono::seconds(12)), 0);
+  EXPECT_GT(limiter.acquire("1.2.3.4", t0 + std::chrono::seconds(12)), 0);
+  EXPECT_EQ(limiter.limit().text, "5 per 1 minute");
+}
+
+TEST(RateLimiter, ZeroMeansUnlimited) {
+  http::RateLimiter limiter(config::parse_rate_limit("X", "0"));
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(limiter.acquire("a"), 0);
+  EXPECT_THROW(config::parse_rate_limit("X", "5/fortnight"), config::ConfigError);
+  EXPECT_THROW(config::parse_rate_limit("X", "-1/minute"), config::ConfigError);
+}
+
+TEST(Validation, FloatsLikePydantic) {
+  std::vector<api::FieldError> errors;
+  EXPECT_EQ(api::float_value("37.5665", -90, 90, {"body", "lat"}, errors), 37.5665);
+  EXPECT_EQ(api::float_value("-90", -90, 90, {"body", "lat"}, errors), -90.0);
+  ASSERT_TRUE(errors.empty());
+  for (const char* bad : {"91", "-90.5", "nan", "inf", "abc", "", "1e999"})
+    EXPECT_FALSE(api::float_value(bad, -90, 90, {"body", "lat"}, errors)) << bad;
+  ASSERT_EQ(errors.size(), 7u);
+  EXPECT_EQ(errors[0].type, "less_than_equal");
+  EXPECT_EQ(errors[1].type, "greater_than_equal");
+  EXPECT_EQ(errors[2].type, "finite_number");
+  EXPECT_EQ(errors[4].type, "float_parsing");
+  EXPECT_EQ(errors[0].loc, nlohmann::json({"body", "lat"}));
+}
+
+TEST(Validation, JsonBodiesAndStrings) {
+  EXPECT_THROW(api::parse_json_object("{bad"), api::ApiError);
+  EXPECT_THROW(api::parse_json_object("[1]"), api::ApiError);
+  try {
+    api::parse_json_object("{\"a\":");
+  } catch (const api::ApiError& e) {
+    EXPECT_EQ(e.status(), 422);
+    const auto body = nlohmann::json::parse(e.response().body);
+    EXPECT_EQ(body["detail"][0]["type"], "json_invalid");
+  }
+  std::vector<api::FieldError> errors;
+  const auto obj = nlohmann::json::parse(R"({"username":"ab","password":123,"name":"한국어"})");
+  EXPECT_FALSE(api::string_field(obj, "username", 3, 50, errors));
+  EXPECT_FALSE(api::string_field(obj, "password", 6, 1024, errors));
+  EXPECT_FALSE(api::string_field(obj, "missing", 1, 5, errors));
+  EXPECT_EQ(api::string_field(obj, "name", 3, 3, errors), "한국어");  // characters, not bytes
+  ASSERT_EQ(errors.size(), 3u);
+  EXPECT_EQ(errors[0].type, "string_too_short");
+  EXPECT_EQ(errors[1].type, "string_type");
+  EXPECT_EQ(errors[2].type, "missing");
+}
+
+TEST(Ids, UuidsAndTimestamps) {
+  const auto id = api::new_uuid();
+  ASSERT_EQ(id.size(), 36u);
+  EXPECT_EQ(id[14], '4');
+  EXPECT_NE(id, api::new_uuid());
+  EXPECT_EQ(api::canonical_uuid(id), id);
+  EXPECT_EQ(api::canonical_uuid("550E8400E29B41D4A716446655440000"), "550e8400-e29b-41d4-a716-446655440000");
+  EXPECT_EQ(api::canonical_uuid("{550e8400-e29b-41d4-a716-446655440000}"), "550e8400-e29b-41d4-a716-446655440000");
+  for (const char* bad :
+       {"", "not-a-uuid", "550e8400-e29b-41d4-a716-44665544000", "550e8400e29b-41d4-a716-446655440000x",
+        "../../etc/passwd", "550e8400-e29b-41d4-a716-4466554400zz"})
+    EXPECT_FALSE(api::canonical_uuid(bad)) << bad;
+  EXPECT_EQ(api::iso8601_utc(1769509800123), "2026-01-27T10:30:00.123Z");
+  EXPECT_EQ(api::iso8601_utc(0), "1970-01-01T00:00:00.000Z");
+}
+
+TEST(Routes, MatchPatterns) {
+  std::string_view param;
+  EXPECT_TRUE(api::route_matches("/photos/{photo_id}", "/photos/abc", param));
+  EXPECT_EQ(param, "abc");
+  EXPECT_FALSE(api::route_matches("/photos/{photo_id}", "/photos/", param));
+  EXPECT_FALSE(api::route_matches("/photos/{photo_id}", "/photos/a/b", param));
+  EXPECT_TRUE(api::route_matches("/photos", "/photos", param));
+  EXPECT_FALSE(api::route_matches("/photos", "/photos/", param));
+}
+
+// The router and the document must agree: every documented operation is routed, every routed API
+// operation is documented.
+TEST(Routes, AgreeWithTheOpenApiDocument) {
+  nlohmann::json doc;
+  for (const auto& f : api::assets::files())
+    if (f.path == "src/api/openapi.json") doc = nlohmann::json::parse(f.contents);
+  ASSERT_TRUE(doc.is_object());
+  std::set<std::string> documented, routed;
+  for (const auto& [path, ops] : doc["paths"].items())
+    for (const auto& [method, op] : ops.items()) {
+      if (method == "parameters") continue;
+      std::string m = method;
+      for (auto& c : m) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      documented.insert(m + " " + path);
+    }
+  for (const auto& r : api::kRoutes)
+    if (r.in_schema) routed.insert(std::string(r.method) + " " + std::string(r.path));
+  EXPECT_EQ(documented, routed);
+}
