@@ -7,7 +7,7 @@ ARGS ?=
 
 .PHONY: setup build build-asan run test test-unit test-model bench format clean
 
-.setup-stamp: scripts/setup.sh scripts/fetch-models.sh
+.setup-stamp: scripts/setup.sh scripts/fetch-models.sh scripts/fetch-web-assets.sh
 	scripts/setup.sh
 	@touch $@
 

@@ -83,6 +83,14 @@ int run_serve(const std::string& env_file) {
   if (const int n = db::migrate_up(*db)) spdlog::info("database: applied {} migration(s)", n);
   storage::PhotoStore store(settings.storage_dir);
 
+  // Files a crash left without a row (written, then the insert never committed; or deleted rows whose
+  // files were not yet removed). SQLite means this is the only process; on PostgreSQL another process may
+  // be between its write and its commit, so only old files are considered there.
+  db::JobRepository jobs(*db);
+  const int min_age_s = db->backend() == db::Backend::Sqlite ? 0 : 3600;
+  if (const int n = store.sweep([&](const std::string& id) { return jobs.photo_exists(id); }, min_age_s))
+    spdlog::warn("storage: removed {} file(s) that no photo owns", n);
+
   jobs::JobRunner runner(settings, *db, store);
   runner.start();
 

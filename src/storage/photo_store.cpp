@@ -1,5 +1,6 @@
 #include "storage/photo_store.h"
 
+#include <chrono>
 #include <filesystem>
 
 #include "storage/files.h"
@@ -52,12 +53,16 @@ bool PhotoStore::remove(const std::string& relative) const noexcept {
   }
 }
 
-std::vector<std::string> PhotoStore::list_files() const {
+std::vector<std::string> PhotoStore::list_files(int min_age_s) const {
   std::vector<std::string> out;
+  const auto cutoff = fs::file_time_type::clock::now() - std::chrono::seconds(min_age_s);
   for (const char* sub : {"originals", "upscaled"}) {
     std::error_code ec;
-    for (fs::directory_iterator it(fs::path(dir_) / sub, ec), end; !ec && it != end; it.increment(ec))
-      if (it->is_regular_file(ec)) out.push_back(std::string(kPrefix) + sub + "/" + it->path().filename().string());
+    for (fs::directory_iterator it(fs::path(dir_) / sub, ec), end; !ec && it != end; it.increment(ec)) {
+      std::error_code ec2;
+      if (!it->is_regular_file(ec2) || it->last_write_time(ec2) > cutoff || ec2) continue;
+      out.push_back(std::string(kPrefix) + sub + "/" + it->path().filename().string());
+    }
   }
   return out;
 }

@@ -24,27 +24,26 @@ class PhotoStore {
   // Removes the file if present; true when nothing is left.
   bool remove(const std::string& relative) const noexcept;
 
-  // Files whose photo id `known(id)` does not recognise, and stale temporaries; returns how many were
-  // removed. For the start of a single-process server, after recovery.
+  // Removes files whose photo `known(id)` does not recognise, and stale temporaries, if they are at least
+  // `min_age_s` old (another process may be between writing a file and committing its row). Returns how
+  // many were removed. Run at start, before the job workers.
   template <typename Known>
-  int sweep(Known&& known) const;
+  int sweep(Known&& known, int min_age_s) const;
 
   const std::string& dir() const { return dir_; }
 
  private:
-  std::vector<std::string> list_files() const;  // relative paths of every file in the store
+  std::vector<std::string> list_files(int min_age_s) const;  // relative paths of files at least that old
   std::string dir_;
 };
 
 template <typename Known>
-int PhotoStore::sweep(Known&& known) const {
+int PhotoStore::sweep(Known&& known, int min_age_s) const {
   int removed = 0;
-  for (const auto& rel : list_files()) {
-    const auto slash = rel.rfind('/');
-    const auto name = rel.substr(slash + 1);
+  for (const auto& rel : list_files(min_age_s)) {
+    const auto name = rel.substr(rel.rfind('/') + 1);
     const bool temp = name.find(".tmp") != std::string::npos;
-    const auto id = name.substr(0, name.find('.'));
-    if ((temp || !known(id, rel)) && remove(rel)) ++removed;
+    if ((temp || !known(name.substr(0, name.find('.')))) && remove(rel)) ++removed;
   }
   return removed;
 }

@@ -1,0 +1,296 @@
+"""/docs (Swagger UI) and /redoc (ReDoc) in a real headless Chromium against the real server.
+
+Proves what a person using the docs would notice: every route of the OpenAPI document is listed, the
+Authorize button logs in through /token and "Try it out" then works on a protected route, ReDoc renders
+the document, and the pages load nothing from any other host (no CDN, no web fonts) and log no errors.
+
+Needs Debian's chromium, chromium-driver and python3-selenium (skipped when /usr/bin/chromium is absent),
+and the web assets from scripts/fetch-web-assets.sh.
+
+Run:  PETCAM_BIN=build/release/petcam /usr/bin/python3 -m pytest -q tests/browser
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import uuid
+
+import pytest
+import requests
+
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 60
+WAIT_S = 30  # for anything the browser renders
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium)", allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+def operations(doc):
+    """(method, path, operation) for every operation of the document, in document order."""
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method in ("get", "put", "post", "delete", "patch", "head", "options"):
+                yield method, path, op
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def server():
+    """The real `petcam serve` on a free loopback port, in a temp dir; yields its base URL."""
+    binary = os.path.abspath(os.environ.get("PETCAM_BIN", os.path.join(REPO_ROOT, "build", "release", "petcam")))
+    assert os.access(binary, os.X_OK), f"no server binary at {binary} (set PETCAM_BIN)"
+    vendor = os.path.join(REPO_ROOT, "web", "vendor")
+    assert os.path.isfile(os.path.join(vendor, "swagger-ui", "swagger-ui-bundle.js")) and os.path.isfile(
+        os.path.join(vendor, "redoc", "redoc.standalone.js")), "web/vendor/ is missing: run scripts/fetch-web-assets.sh"
+
+    tmp = tempfile.mkdtemp(prefix="petcam-browser-")
+    port = free_port()
+    env = dict(os.environ)
+    env.pop("DATABASE_URL", None)
+    env.pop("STORAGE_DIR", None)
+    env.update(HOST=HOST, PORT=str(port), DATA_DIR=os.path.join(tmp, "data"), SECRET_KEY="test",
+               PETCAM_MODELS_DIR=os.path.join(REPO_ROOT, "models"), WEB_DIR=os.path.join(REPO_ROOT, "web"))
+    log_path = os.path.join(tmp, "server.log")
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([binary, "serve"], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://{HOST}:{port}"
+
+    def server_log():
+        with open(log_path, "rb") as f:
+            return f.read().decode(errors="replace")[-4000:]
+
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert proc.poll() is None, f"server exited with {proc.returncode}:\n{server_log()}"
+            try:
+                if requests.get(base + "/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, f"no 200 from /health in {START_TIMEOUT_S} s:\n{server_log()}"
+            time.sleep(0.2)
+        yield base
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def document(server):
+    """The OpenAPI document as the server serves it (the pages load this very URL)."""
+    r = requests.get(server + "/openapi.json", timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.fixture(scope="module")
+def user(server):
+    """A registered user: (username, password)."""
+    username, password = "docs_" + uuid.uuid4().hex[:12], "paws-" + uuid.uuid4().hex[:12]
+    r = requests.post(server + "/register", json={"username": username, "password": password}, timeout=10)
+    assert r.status_code == 200, r.text
+    return username, password
+
+
+class Browser:
+    """Headless Chromium that keeps every network request and console entry it has seen."""
+
+    def __init__(self):
+        self.profile = tempfile.mkdtemp(prefix="petcam-chromium-")
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--no-first-run", "--window-size=1400,1000", f"--user-data-dir={self.profile}"):
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+        self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        self.requests = []  # every URL the pages asked for
+        self.console = []   # every console entry
+
+    def drain(self):
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            if message["method"] == "Network.requestWillBeSent":
+                self.requests.append(message["params"]["request"]["url"])
+            elif message["method"] == "Network.webSocketCreated":
+                self.requests.append(message["params"]["url"])
+        self.console.extend(self.driver.get_log("browser"))
+
+    def wait(self, condition, timeout=WAIT_S):
+        # Swagger UI and ReDoc re-render as they load: an element found a moment ago may be gone.
+        return WebDriverWait(self.driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
+
+    def wait_quietly(self, condition, timeout=WAIT_S):
+        """Like wait(), but a timeout gives None, for tests that explain the failure themselves."""
+        try:
+            return self.wait(condition, timeout)
+        except TimeoutException:
+            return None
+
+    def close(self):
+        try:
+            self.driver.quit()
+        finally:
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    b = Browser()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+# ---------------------------------------------------------------- Swagger UI
+
+def open_page(browser, url, ready_css):
+    """Loads url and waits for ready_css; on a timeout, fails with what the console said."""
+    browser.driver.get(url)
+    if not browser.wait_quietly(EC.presence_of_element_located((By.CSS_SELECTOR, ready_css))):
+        browser.drain()
+        console = "\n".join(f"{e['level']}: {e['message']}" for e in browser.console)
+        pytest.fail(f"{url} did not render {ready_css!r} in {WAIT_S} s; console:\n{console}")
+
+
+def open_swagger(browser, base):
+    open_page(browser, base + "/docs", ".opblock .opblock-summary-path")
+
+
+def shown_paths(browser):
+    """(METHOD, path) of every operation block Swagger UI rendered."""
+    shown = set()
+    for block in browser.driver.find_elements(By.CSS_SELECTOR, ".opblock"):
+        method = block.find_element(By.CSS_SELECTOR, ".opblock-summary-method").text.strip()
+        path_el = block.find_element(By.CSS_SELECTOR, ".opblock-summary-path")
+        path = path_el.get_attribute("data-path") or path_el.text
+        shown.add((method.upper(), path.replace("\u200b", "").strip()))
+    return shown
+
+
+def test_swagger_ui_lists_every_operation(server, browser, document):
+    open_swagger(browser, server)
+    expected = {(m.upper(), p) for m, p, _ in operations(document)}
+    assert len(expected) >= 8
+    browser.wait(lambda _: expected <= shown_paths(browser))
+    assert shown_paths(browser) == expected
+    assert document["info"]["title"] == "PetCam server"
+    assert "PetCam server" in browser.driver.find_element(By.CSS_SELECTOR, ".info .title").text
+    browser.drain()
+
+
+def test_swagger_ui_authorize_then_try_it_out(server, browser, user):
+    username, password = user
+    d = browser.driver
+    open_swagger(browser, server)
+
+    # The Authorize dialog: OAuth2 password flow against tokenUrl (/token).
+    browser.wait(EC.element_to_be_clickable((By.CSS_SELECTOR, ".auth-wrapper button.authorize"))).click()
+    dialog = browser.wait(EC.visibility_of_element_located((By.CSS_SELECTOR, ".dialog-ux .modal-ux")))
+    assert "OAuth2PasswordBearer" in dialog.text
+    assert "/token" in dialog.text  # the token URL it will post to
+    dialog.find_element(By.ID, "oauth_username").send_keys(username)
+    dialog.find_element(By.ID, "oauth_password").send_keys(password)
+    dialog.find_element(By.XPATH, ".//button[contains(@class,'authorize') and normalize-space()='Authorize']").click()
+    # Logged in: the dialog now offers Logout (and says Authorized); a failed login shows an error instead.
+    logout = (By.XPATH, "//div[contains(@class,'modal-ux')]//button[normalize-space()='Logout']")
+    if not browser.wait_quietly(EC.visibility_of_element_located(logout)):
+        pytest.fail("the Authorize dialog did not log in; it shows:\n" + dialog.text)
+    assert "Authorized" in dialog.text
+    assert not dialog.find_elements(By.CSS_SELECTOR, ".errors")
+    dialog.find_element(By.XPATH, ".//button[normalize-space()='Close']").click()
+    browser.wait(EC.invisibility_of_element_located((By.CSS_SELECTOR, ".dialog-ux .modal-ux")))
+    # The padlocks on the protected operations now show as locked (authorized).
+    assert d.find_elements(By.CSS_SELECTOR, ".auth-wrapper button.authorize.locked")
+
+    # GET /photos: expand, Try it out, Execute; the live response must be 200.
+    block = d.find_element(By.CSS_SELECTOR, "#operations-photos-list_photos")
+    block.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    browser.wait(EC.element_to_be_clickable((By.CSS_SELECTOR, "#operations-photos-list_photos .try-out__btn"))).click()
+    browser.wait(EC.element_to_be_clickable((By.CSS_SELECTOR, "#operations-photos-list_photos .btn.execute"))).click()
+    status = (By.CSS_SELECTOR, "#operations-photos-list_photos .live-responses-table .response .response-col_status")
+    browser.wait(EC.visibility_of_element_located(status))
+    code = d.find_element(*status).text.strip().split()[0]
+    live = d.find_element(By.CSS_SELECTOR, "#operations-photos-list_photos .live-responses-table").text
+    assert code == "200", f"GET /photos from Try it out answered {code}:\n{live}"
+    curl = d.find_element(By.CSS_SELECTOR, "#operations-photos-list_photos .curl-command").text
+    assert "Authorization: Bearer " in curl, curl
+    browser.drain()
+
+
+# ---------------------------------------------------------------- ReDoc
+
+def test_redoc_renders_the_document(server, browser, document):
+    doc = document
+    d = browser.driver
+    open_page(browser, server + "/redoc", ".api-info h1")
+    title = d.find_element(By.CSS_SELECTOR, ".api-info h1")
+    assert doc["info"]["title"] in title.text
+    summaries = [op["summary"] for _, _, op in operations(doc)]
+
+    def rendered(_):
+        text = d.execute_script("return document.body.innerText")
+        return all(s in text for s in summaries) and text
+
+    text = browser.wait_quietly(rendered)
+    if not text:
+        text = d.execute_script("return document.body.innerText")
+        pytest.fail(f"ReDoc does not show {[s for s in summaries if s not in text]}")
+    for _, path, _ in operations(doc):
+        assert path in text or path in d.page_source
+    browser.drain()
+
+
+# ---------------------------------------------------------------- offline and clean
+
+def test_pages_load_nothing_from_other_hosts_and_log_no_errors(server, browser):
+    # Visit both pages again so this test stands on its own, then judge everything seen in this module.
+    for page, ready in (("/docs", ".opblock"), ("/redoc", ".api-content")):
+        open_page(browser, server + page, ready)
+        time.sleep(1)  # let late requests (fonts, workers, images) show up
+        browser.drain()
+
+    assert any(u.endswith("/openapi.json") for u in browser.requests), browser.requests
+    # data:, blob: and the browser's own chrome:// pages never leave the machine; anything else that is
+    # not on our host would.
+    local_schemes = ("data", "blob", "about", "chrome", "chrome-untrusted", "devtools")
+    foreign = [u for u in browser.requests
+               if urllib.parse.urlsplit(u).scheme not in local_schemes and urllib.parse.urlsplit(u).hostname != HOST]
+    assert not foreign, f"the docs pages reached beyond {HOST}: {sorted(set(foreign))}"
+
+    severe = [e for e in browser.console if e.get("level") == "SEVERE" and "favicon" not in e.get("message", "")]
+    assert not severe, "console errors:\n" + "\n".join(e["message"] for e in severe)
