@@ -37,10 +37,10 @@ def photo_jpeg(target_bytes=1_000_000):
     """A real photo (skimage's chelsea), scaled until its JPEG is about target_bytes."""
     from skimage import data
     img = Image.fromarray(data.chelsea())
-    for scale in np.arange(2.0, 8.0, 0.25):
+    for scale in np.arange(2.0, 12.0, 0.25):
         big = img.resize((int(img.width * scale), int(img.height * scale)), Image.LANCZOS)
         buf = io.BytesIO()
-        big.save(buf, "JPEG", quality=92)
+        big.save(buf, "JPEG", quality=97)
         if buf.tell() >= target_bytes:
             return buf.getvalue(), big.size
     return buf.getvalue(), big.size

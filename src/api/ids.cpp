@@ -3,8 +3,6 @@
 #include <sys/random.h>
 
 #include <chrono>
-#include <cstdio>
-#include <ctime>
 #include <stdexcept>
 
 namespace petcam::api {
@@ -54,14 +52,34 @@ std::optional<std::string> canonical_uuid(std::string_view t) {
 }
 
 std::string iso8601_utc(std::int64_t unix_ms) {
-  const std::time_t secs = static_cast<std::time_t>(unix_ms / 1000 - (unix_ms % 1000 < 0 ? 1 : 0));
-  const int ms = static_cast<int>(((unix_ms % 1000) + 1000) % 1000);
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
-  return buf;
+  // By hand (days to civil date, after Howard Hinnant's algorithm): the photo list formats one per row,
+  // and snprintf + gmtime_r were a tenth of its time.
+  std::int64_t secs = unix_ms / 1000, ms = unix_ms % 1000;
+  if (ms < 0) ms += 1000, --secs;
+  std::int64_t days = secs / 86400, rem = secs % 86400;
+  if (rem < 0) rem += 86400, --days;
+  days += 719468;
+  const std::int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+  const std::int64_t doe = days - era * 146097;
+  const std::int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const std::int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const std::int64_t mp = (5 * doy + 2) / 153;
+  const std::int64_t day = doy - (153 * mp + 2) / 5 + 1;
+  const std::int64_t month = mp < 10 ? mp + 3 : mp - 9;
+  const std::int64_t year = yoe + era * 400 + (month <= 2);
+  char buf[] = "0000-00-00T00:00:00.000Z";
+  auto put = [&](int pos, std::int64_t v, int width) {
+    for (int i = pos + width - 1; i >= pos; --i, v /= 10) buf[i] = static_cast<char>('0' + v % 10);
+  };
+  if (year < 0 || year > 9999) return "1970-01-01T00:00:00.000Z";
+  put(0, year, 4);
+  put(5, month, 2);
+  put(8, day, 2);
+  put(11, rem / 3600, 2);
+  put(14, rem / 60 % 60, 2);
+  put(17, rem % 60, 2);
+  put(20, ms, 3);
+  return std::string(buf, sizeof buf - 1);
 }
 
 std::int64_t now_ms() {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <span>
@@ -22,10 +23,18 @@ std::span<const std::uint8_t> bytes_of(std::string_view s) {
   return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
 }
 
-// JSON numbers for coordinates and scores; integral values keep a ".0" so clients see floats.
-std::string json_number(double v) {
-  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 1e15) return fmt::format("{:.1f}", v);
-  return fmt::format("{}", v);
+// JSON numbers for coordinates: the shortest text that reads back the same double, with ".0" kept on
+// integral values so clients see floats, as Python's json does.
+void append_number(std::string& out, double v) {
+  char buf[32];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  if (ec != std::errc{} || !std::isfinite(v)) {
+    out += "0.0";
+    return;
+  }
+  out.append(buf, end);
+  if (std::string_view(buf, static_cast<std::size_t>(end - buf)).find_first_of(".eE") == std::string_view::npos)
+    out += ".0";
 }
 
 FieldError bad_photo_id() {
@@ -179,11 +188,27 @@ Response PhotoApi::list(const std::string& user_id, std::string_view query) {
   out += '[';
   for (std::size_t i = 0; i < photos.size(); ++i) {
     const auto& p = photos[i];
-    if (i) out += ',';
-    out += R"({"id":")" + p.id + R"(","original_path":")" + p.original_path + R"(","upscaled_path":)";
-    out += p.upscaled_path ? "\"" + *p.upscaled_path + "\"" : std::string("null");
-    out += R"(,"status":")" + p.status + R"(","latitude":)" + json_number(p.latitude) + R"(,"longitude":)" +
-           json_number(p.longitude) + R"(,"created_at":")" + iso8601_utc(p.created_at_ms) + "\"}";
+    out += i ? ",{\"id\":\"" : "{\"id\":\"";
+    out += p.id;
+    out += "\",\"original_path\":\"";
+    out += p.original_path;
+    out += "\",\"upscaled_path\":";
+    if (p.upscaled_path) {
+      out += '"';
+      out += *p.upscaled_path;
+      out += '"';
+    } else {
+      out += "null";
+    }
+    out += ",\"status\":\"";
+    out += p.status;
+    out += "\",\"latitude\":";
+    append_number(out, p.latitude);
+    out += ",\"longitude\":";
+    append_number(out, p.longitude);
+    out += ",\"created_at\":\"";
+    out += iso8601_utc(p.created_at_ms);
+    out += "\"}";
   }
   out += ']';
   return {200, "application/json", std::move(out), {}};

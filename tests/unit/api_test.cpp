@@ -85,6 +85,9 @@ TEST(Ids, UuidsAndTimestamps) {
     EXPECT_FALSE(api::canonical_uuid(bad)) << bad;
   EXPECT_EQ(api::iso8601_utc(1769509800123), "2026-01-27T10:30:00.123Z");
   EXPECT_EQ(api::iso8601_utc(0), "1970-01-01T00:00:00.000Z");
+  EXPECT_EQ(api::iso8601_utc(951782400000), "2000-02-29T00:00:00.000Z");  // leap days, as Python prints them
+  EXPECT_EQ(api::iso8601_utc(1709164800000), "2024-02-29T00:00:00.000Z");
+  EXPECT_EQ(api::iso8601_utc(4102444799999), "2099-12-31T23:59:59.999Z");
 }
 
 TEST(Routes, MatchPatterns) {
