@@ -332,16 +332,15 @@ api::Response Server::Impl::run_op(const restinio::request_handle_t& req, const 
   switch (route.op) {
     case Op::Upscale:
     case Op::Bestcut: {
-      const auto boundary = multipart_boundary(header(restinio::http_field::content_type).value_or(""));
-      if (!boundary)
-        throw api::ApiError(400,
-                            "Send the photo as multipart/form-data (Content-Type multipart/form-data with a "
-                            "boundary)");
+      // As FastAPI: a body that is not multipart has no form fields, so the handler reports `file`
+      // (or `files`) missing with a 422; a multipart body we cannot parse is a 400.
       std::vector<Part> parts;
-      try {
-        parts = parse_multipart(req->body(), *boundary, static_cast<std::size_t>(s.max_bestcut_files) + 16);
-      } catch (const MultipartError& e) {
-        throw api::ApiError(400, std::string("Malformed multipart body: ") + e.what());
+      if (const auto boundary = multipart_boundary(header(restinio::http_field::content_type).value_or(""))) {
+        try {
+          parts = parse_multipart(req->body(), *boundary, static_cast<std::size_t>(s.max_bestcut_files) + 16);
+        } catch (const MultipartError& e) {
+          throw api::ApiError(400, std::string("There was an error parsing the multipart body: ") + e.what());
+        }
       }
       return route.op == Op::Upscale ? photos.upscale(user, parts) : photos.bestcut(user, parts);
     }

@@ -1,0 +1,102 @@
+"""Health, unknown paths and methods, API documents, the request log."""
+
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from conftest import PG_BIN, TEST_DATABASE, Client, assert_detail, logged_in_client
+
+API_PATHS = {
+    "/register": {"post"},
+    "/token": {"post"},
+    "/upscale": {"post"},
+    "/bestcut": {"post"},
+    "/photos": {"get"},
+    "/photos/{photo_id}": {"get", "delete"},
+    "/health": {"get"},
+}
+
+
+@pytest.fixture(scope="module")
+def server(module_servers):
+    return module_servers()
+
+
+def test_health(server):
+    r = Client(server).get("/health")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert r.json() == {"status": "ok", "version": "1.0.0"}
+
+
+def test_unknown_path(server):
+    c = logged_in_client(server)
+    for path in ("/nope", "/photos/a/b", "/storage/originals/x.jpg", "/../etc/passwd", "/register/x"):
+        assert_detail(c.get(path), 404, "Not Found")
+
+
+def test_wrong_method(server):
+    c = logged_in_client(server)
+    for method, path in (("PUT", "/photos"), ("POST", "/photos"), ("GET", "/upscale"),
+                         ("GET", "/register"), ("POST", "/health"), ("DELETE", "/photos"),
+                         ("PATCH", "/photos/00000000-0000-0000-0000-000000000000")):
+        r = c.request(method, path)
+        assert_detail(r, 405, "Method Not Allowed")
+
+
+def test_openapi_document(server):
+    r = Client(server).get("/openapi.json")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("application/json")
+    doc = r.json()
+    assert str(doc["openapi"]).startswith("3.")
+    assert doc["info"]["version"] == "1.0.0"
+    for path, methods in API_PATHS.items():
+        assert path in doc["paths"], f"{path} missing from openapi.json"
+        assert methods <= set(doc["paths"][path]), (path, set(doc["paths"][path]))
+
+
+def test_docs_pages(server):
+    c = Client(server)
+    for path in ("/docs", "/redoc"):
+        r = c.get(path)
+        assert r.status_code == 200, path
+        assert r.headers["Content-Type"].startswith("text/html"), (path, r.headers["Content-Type"])
+        assert "openapi.json" in r.text, f"{path} does not load the API document"
+
+
+def test_request_log(server):
+    c = Client(server)
+    c.get("/no-such-page-for-the-log")
+    c.post("/token", data={"username": "nobody-here", "password": "whatever1"})
+    time.sleep(0.3)
+    lines = server.log_text().splitlines()
+    assert any("GET" in l and "/no-such-page-for-the-log" in l and "404" in l for l in lines), \
+        "no log line with method, path and status for GET /no-such-page-for-the-log"
+    assert any("POST" in l and "/token" in l and "401" in l for l in lines), \
+        "no log line for POST /token -> 401"
+
+
+@pytest.mark.skipif(TEST_DATABASE != "postgres", reason="needs a database that can go away (PostgreSQL)")
+def test_health_503_without_database(start_server):
+    server = start_server()
+    c = Client(server)
+    assert c.get("/health").status_code == 200
+    m = re.match(r"^postgresql://([^@/]+)@([^:/]+):(\d+)/(\w+)$", server.database_url)
+    user, host, port, name = m.groups()
+    subprocess.run([os.path.join(PG_BIN, "dropdb"), "--force", "-h", host, "-p", port, "-U", user, name],
+                   check=True, capture_output=True, timeout=60)
+    deadline = time.monotonic() + 15
+    while True:
+        r = c.get("/health")
+        if r.status_code == 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert_detail(r, 503)
+    # Photo routes fail cleanly too (no hang, a JSON error).
+    r = c.post("/token", data={"username": "someone", "password": "password123"})
+    assert r.status_code >= 500, (r.status_code, r.text)
+    assert_detail(r, r.status_code)
