@@ -30,8 +30,10 @@ test: build build-asan
 	cd $(BUILD) && ctest --output-on-failure
 	cd $(ASAN_BUILD) && ctest --output-on-failure
 
-# Figures, not pass/fail: the upscaler against plain PyTorch, and peak memory on a 12 MP photo.
+# Figures, not pass/fail: HTTP with wrk (SQLite and PostgreSQL), the upscaler against plain PyTorch,
+# and peak memory on a 12 MP photo.
 bench: build
+	$(PY) bench/bench_http.py --petcam $(BUILD)/petcam --json bench/results/http.json
 	$(PY) bench/bench_upscaler.py --ours $(BUILD)/bench/upscaler_bench
 	$(PY) bench/peak_rss.py --petcam $(BUILD)/petcam
 

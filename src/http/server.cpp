@@ -375,7 +375,10 @@ Server::~Server() = default;
 void Server::run(const std::function<void()>& on_listening) {
   auto& im = *impl_;
   const auto& s = im.s;
-  asio::io_context io;
+  // The io_context and the server are left alive on purpose when run() returns (the process exits next):
+  // connections still owned by pending handlers point into the server (its connection counter), and the
+  // server's strands point into the io_context, so no destruction order is safe in RESTinio 0.6.
+  auto& io = *new asio::io_context;
 
   restinio::server_settings_t<Traits> settings;
   settings.address(s.host)
@@ -391,11 +394,11 @@ void Server::run(const std::function<void()>& on_listening) {
                                     .max_field_value_size(16 * 1024)
                                     .max_field_count(100)
                                     .max_body_size(static_cast<std::uint64_t>(s.max_request_bytes)));
-  restinio::http_server_t<Traits> server{restinio::external_io_context(io), std::move(settings)};
+  auto& server = *new restinio::http_server_t<Traits>{restinio::external_io_context(io), std::move(settings)};
 
-  asio::signal_set signals(io, SIGINT, SIGTERM);
+  auto signals = std::make_unique<asio::signal_set>(io, SIGINT, SIGTERM);
   std::atomic<bool> signalled{false};
-  signals.async_wait([&](const asio::error_code& ec, int signo) {
+  signals->async_wait([&](const asio::error_code& ec, int signo) {
     if (ec) return;
     spdlog::info("received {}: no new connections; finishing requests in flight",
                  signo == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -421,8 +424,10 @@ void Server::run(const std::function<void()>& on_listening) {
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the last responses leave the sockets
   io.stop();
   for (auto& t : io_threads) t.join();
+  im.pool.shutdown();  // tasks still running finish first: they hold requests, hence connections
   db_watch.join();
-  im.pool.shutdown();
+  server.close_sync();
+  signals.reset();
 }
 
 }  // namespace petcam::http
