@@ -16,6 +16,8 @@ PACKAGES=(
   python3-torch python3-numpy python3-pil python3-pytest python3-skimage python-matplotlib-data python3-requests
   # the docs pages in a real browser; HTTP load for the benchmarks
   chromium chromium-driver python3-selenium wrk
+  # the Docker files are checked statically (no Docker engine here)
+  python3-yaml binutils
   # model fetch (npm pack; Node.js/npm may come from the image already, see below)
   openssl ca-certificates
 )

@@ -109,6 +109,9 @@ int main(int argc, char** argv) {
   std::string env_file;
   auto* serve = app.add_subcommand("serve", "Run the HTTP API and the job workers (settings: environment and .env)");
   serve->add_option("--env-file", env_file, "settings file (default: ./.env when present)");
+  std::string role;
+  serve->add_option("--role", role, "all (default): HTTP and jobs; api: HTTP only; worker: jobs only (or ROLE)")
+      ->check(CLI::IsMember({"all", "api", "worker"}));
 
   std::string migrate_action = "status";
   int migrate_steps = 1;
@@ -132,7 +135,7 @@ int main(int argc, char** argv) {
   try {
     if (*up) return run_upscale(ua);
     if (*bc) return run_bestcut(burst);
-    if (*serve) return petcam::run_serve(env_file);
+    if (*serve) return petcam::run_serve(env_file, role);
     if (*migrate) return petcam::run_migrate(migrate_action, migrate_steps, env_file);
     std::cout << "petcam " << kVersion << "\n";
     return 0;

@@ -1,8 +1,10 @@
 #include "serve.h"
 
+#include <pthread.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -12,6 +14,7 @@
 #include "api/docs.h"
 #include "config/settings.h"
 #include "db/database.h"
+#include "db/job_notifications.h"
 #include "db/repositories.h"
 #include "http/server.h"
 #include "jobs/job_runner.h"
@@ -68,16 +71,25 @@ db::Options db_options(const config::Settings& s) {
 
 }  // namespace
 
-int run_serve(const std::string& env_file) {
-  const auto settings = settings_from(env_file);
+int run_serve(const std::string& env_file, const std::string& role) {
+  auto settings = settings_from(env_file);
+  if (!role.empty()) settings.role = role;
+  const bool serves_http = settings.role != "worker";
+  const bool runs_jobs = settings.role != "api";
+  if (!runs_jobs) settings.job_workers = 0;
+  if (!serves_http && settings.job_workers <= 0)
+    throw config::ConfigError("ROLE=worker with JOB_WORKERS=0 has nothing to do");
   setup_logging(settings);
-  spdlog::info("petcam 1.0.0 starting: database {}, storage {}", redacted(settings.database_url), settings.storage_dir);
+  spdlog::info("petcam 1.0.0 starting as {}: database {}, storage {}", settings.role, redacted(settings.database_url),
+               settings.storage_dir);
 
-  bool generated = false;
-  const auto secret = config::ensure_secret_key(settings, generated);
-  if (generated)
-    spdlog::warn("SECRET_KEY is not set: generated a random key into {}/secret_key (mode 0600); keep that file",
-                 settings.data_dir);
+  // A worker-only process has no HTTP to stop it: it waits for these, so they are blocked in every thread
+  // (threads inherit the mask) and taken with sigwait below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  if (!serves_http) pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   auto db = db::Database::open(db_options(settings));
   if (const int n = db::migrate_up(*db)) spdlog::info("database: applied {} migration(s)", n);
@@ -86,20 +98,37 @@ int run_serve(const std::string& env_file) {
   // Files a crash left without a row (written, then the insert never committed; or deleted rows whose
   // files were not yet removed). SQLite means this is the only process; on PostgreSQL another process may
   // be between its write and its commit, so only old files are considered there.
-  db::JobRepository jobs(*db);
-  const int min_age_s = db->backend() == db::Backend::Sqlite ? 0 : 3600;
-  if (const int n = store.sweep([&](const std::string& id) { return jobs.photo_exists(id); }, min_age_s))
-    spdlog::warn("storage: removed {} file(s) that no photo owns", n);
+  if (serves_http) {
+    db::JobRepository jobs(*db);
+    const int min_age_s = db->backend() == db::Backend::Sqlite ? 0 : 3600;
+    if (const int n = store.sweep([&](const std::string& id) { return jobs.photo_exists(id); }, min_age_s))
+      spdlog::warn("storage: removed {} file(s) that no photo owns", n);
+  }
 
   jobs::JobRunner runner(settings, *db, store);
   runner.start();
+  // Other processes' uploads wake this one's workers through PostgreSQL; polling covers the gaps.
+  std::unique_ptr<db::JobNotifications> notifications;
+  if (runs_jobs && db->backend() == db::Backend::Postgres)
+    notifications = std::make_unique<db::JobNotifications>(settings.database_url, [&runner] { runner.wake_all(); });
 
-  api::Context ctx{settings, *db, store, auth::TokenKey{secret}, [&runner] { runner.wake(); }};
-  api::Docs docs(settings.web_dir);
-  http::Server server(ctx, docs);
-  server.run([&] { spdlog::info("listening on http://{}:{}", settings.host, settings.port); });
-
-  spdlog::info("HTTP stopped; stopping job workers");
+  if (serves_http) {
+    bool generated = false;
+    const auto secret = config::ensure_secret_key(settings, generated);
+    if (generated)
+      spdlog::warn("SECRET_KEY is not set: generated a random key into {}/secret_key (mode 0600); keep that file",
+                   settings.data_dir);
+    api::Context ctx{settings, *db, store, auth::TokenKey{secret}, [&runner] { runner.wake(); }};
+    api::Docs docs(settings.web_dir);
+    http::Server server(ctx, docs);
+    server.run([&] { spdlog::info("listening on http://{}:{}", settings.host, settings.port); });
+    spdlog::info("HTTP stopped; stopping job workers");
+  } else {
+    int signo = 0;
+    sigwait(&stop_signals, &signo);
+    spdlog::info("received {}: stopping job workers", signo == SIGTERM ? "SIGTERM" : "SIGINT");
+  }
+  if (notifications) notifications->stop();
   runner.stop();
   spdlog::info("stopped");
   spdlog::shutdown();

@@ -7,7 +7,20 @@
 
 namespace petcam::api {
 
-enum class Op { Register, Token, Upscale, Bestcut, ListPhotos, GetPhoto, DeletePhoto, Health, OpenApi, Docs, Redoc };
+enum class Op {
+  Register,
+  Token,
+  Upscale,
+  Bestcut,
+  ListPhotos,
+  GetPhoto,
+  DeletePhoto,
+  Health,
+  Metrics,
+  OpenApi,
+  Docs,
+  Redoc
+};
 
 struct Route {
   std::string_view method;
@@ -16,7 +29,7 @@ struct Route {
   bool in_schema;  // documented in openapi.json (the docs pages themselves are not, as in FastAPI)
 };
 
-inline constexpr std::array<Route, 11> kRoutes{{
+inline constexpr std::array<Route, 12> kRoutes{{
     {"POST", "/register", Op::Register, true},
     {"POST", "/token", Op::Token, true},
     {"POST", "/upscale", Op::Upscale, true},
@@ -25,6 +38,7 @@ inline constexpr std::array<Route, 11> kRoutes{{
     {"GET", "/photos/{photo_id}", Op::GetPhoto, true},
     {"DELETE", "/photos/{photo_id}", Op::DeletePhoto, true},
     {"GET", "/health", Op::Health, true},
+    {"GET", "/metrics", Op::Metrics, false},  // Prometheus text, not part of the app's API
     {"GET", "/openapi.json", Op::OpenApi, false},
     {"GET", "/docs", Op::Docs, false},
     {"GET", "/redoc", Op::Redoc, false},

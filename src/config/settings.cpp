@@ -150,6 +150,9 @@ Settings load_settings(const std::map<std::string, std::string>& env) {
   text("INSTANCE_ID", s.instance_id);
   if (s.instance_id.empty()) s.instance_id = host_name();
 
+  text("ROLE", s.role);
+  if (s.role != "all" && s.role != "api" && s.role != "worker")
+    throw ConfigError("ROLE=" + s.role + ": expected all, api or worker");
   text("WEB_DIR", s.web_dir);
   text("LOG_LEVEL", s.log_level);
   static const char* const levels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};

@@ -67,7 +67,8 @@ struct Settings {
   int job_poll_ms = 1000;
   std::string instance_id;  // default: the host name; names this process's job claims
 
-  std::string web_dir;  // Swagger UI / ReDoc pages and assets
+  std::string role = "all";  // all | api (HTTP, queues jobs) | worker (runs jobs only)
+  std::string web_dir;       // Swagger UI / ReDoc pages and assets
   std::string log_level = "info";
 };
 

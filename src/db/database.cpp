@@ -221,6 +221,12 @@ void ignore_notice(void*, const char*) {}
 
 }  // namespace
 
+std::string postgres_connection_uri(const std::string& url) {
+  const auto t = parse_url(url);
+  if (t.backend != Backend::Postgres) throw ConfigError("not a PostgreSQL URL: " + t.display);
+  return t.connect;
+}
+
 // ---- failure classification (internal.h) ----
 
 namespace internal {

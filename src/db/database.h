@@ -92,6 +92,10 @@ class Database {
   std::atomic<std::uint64_t> losses_{0};   // connections seen dying so far: others may be dead too
 };
 
+// The libpq connection URI for a postgresql:// DATABASE_URL (for connections outside the pool, such as
+// LISTEN); throws ConfigError for any other URL.
+std::string postgres_connection_uri(const std::string& url);
+
 // Migrations: numbered SQL files under migrations/<backend>/NNNN_name.{up,down}.sql, embedded in the
 // binary at build time, recorded in table schema_migrations(version, name, applied_at).
 struct MigrationState {

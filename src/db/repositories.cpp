@@ -59,7 +59,7 @@ constexpr const char* kMarkPhotoProcessing =
 constexpr const char* kRenewLease = "UPDATE jobs SET lease_expires_at = :lease_until" PETCAM_OURS " RETURNING id";
 constexpr const char* kCompleteJob =
     "UPDATE jobs SET state = 'completed', lease_expires_at = NULL, completed_at = :completed_at,"
-    " updated_at = :now" PETCAM_OURS " RETURNING photo_id";
+    " updated_at = :now, model = :model, duration_ms = :duration_ms" PETCAM_OURS " RETURNING photo_id";
 constexpr const char* kCompletePhoto =
     "UPDATE photos SET status = 'completed', upscaled_path = :upscaled_path WHERE id = :photo_id";
 // CASE arms see the row as it was; CASTs give PostgreSQL a type for parameters that have no column to infer from.
@@ -84,6 +84,18 @@ constexpr const char* kRecoverJobs =
     " lease_owner = NULL, lease_expires_at = NULL, last_error = 'worker lost its lease', updated_at = :now"
     " WHERE state = 'processing' AND (lease_expires_at < :expired_before OR lease_owner LIKE :owner_pattern ESCAPE '!')"
     " RETURNING photo_id, state";
+// Workers are woken by this channel when a job is queued or returned (PostgreSQL only; SQLite polls).
+constexpr const char* kNotifyJobs = "NOTIFY petcam_jobs";
+constexpr const char* kUpsertWorker =
+    "INSERT INTO workers (id, host, model, device, started_at, last_heartbeat)"
+    " VALUES (:id, :host, :model, :device, :started_at, :last_heartbeat)"
+    " ON CONFLICT (id) DO UPDATE SET host = excluded.host, model = excluded.model, device = excluded.device,"
+    " started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat";
+constexpr const char* kWorkerHeartbeat = "UPDATE workers SET last_heartbeat = :now WHERE id = :id";
+constexpr const char* kDeleteWorker = "DELETE FROM workers WHERE id = :id";
+constexpr const char* kCountWorkers = "SELECT COUNT(*) FROM workers WHERE last_heartbeat >= :since";
+constexpr const char* kCompletedDurations =
+    "SELECT model, duration_ms FROM jobs WHERE state = 'completed' AND model IS NOT NULL AND duration_ms IS NOT NULL";
 constexpr const char* kCountPhotoById = "SELECT COUNT(*) FROM photos WHERE id = :photo_id";
 constexpr const char* kCountJobs =
     "SELECT COUNT(CASE WHEN state = 'queued' THEN 1 END), COUNT(CASE WHEN state = 'processing' THEN 1 END),"
@@ -170,7 +182,9 @@ static bool row_exists(Database& db, const char* count_sql, const std::string& i
   });
 }
 
-bool UserRepository::exists(const std::string& id) { return row_exists(db_, kCountUserById, id); }
+bool UserRepository::exists(const std::string& id) {
+  return row_exists(db_, kCountUserById, id);
+}
 
 // ---- photos ----
 
@@ -188,6 +202,7 @@ void PhotoRepository::create_with_job(const Photo& photo, const std::string& job
         soci::use(score, score_ind), soci::use(created_at);
     s << kInsertJob, soci::use(job_id), soci::use(photo.id), soci::use(max_attempts), soci::use(now), soci::use(now),
         soci::use(now);
+    if (db_.backend() == Backend::Postgres) s << kNotifyJobs;  // delivered at COMMIT
   });
 }
 
@@ -289,13 +304,14 @@ bool JobRepository::renew(const std::string& job_id, const std::string& worker, 
 }
 
 bool JobRepository::complete(const std::string& job_id, const std::string& worker, const std::string& upscaled_path,
-                             std::int64_t now_ms) {
-  const long long now = now_ms;
+                             std::int64_t now_ms, const std::string& model, std::int64_t duration_ms) {
+  const long long now = now_ms, duration = duration_ms;
   bool done = false;
   db_.transaction([&](soci::session& s) {
     done = false;
     std::string photo_id;
-    s << kCompleteJob, soci::use(now), soci::use(now), soci::use(job_id), soci::use(worker), soci::into(photo_id);
+    s << kCompleteJob, soci::use(now), soci::use(now), soci::use(model), soci::use(duration), soci::use(job_id),
+        soci::use(worker), soci::into(photo_id);
     if (!s.got_data()) return;  // deleted, or no longer ours
     s << kCompletePhoto, soci::use(upscaled_path), soci::use(photo_id);
     done = true;
@@ -328,6 +344,7 @@ bool JobRepository::release(const std::string& job_id, const std::string& worker
     s << kReleaseJob, soci::use(now), soci::use(job_id), soci::use(worker), soci::into(photo_id);
     if (!s.got_data()) return;
     set_photo_status(s, photo_id, "queued");
+    if (db_.backend() == Backend::Postgres) s << kNotifyJobs;  // another process may take it now
     released = true;
   });
   return released;
@@ -369,6 +386,59 @@ QueueCounts JobRepository::counts() {
   });
 }
 
-bool JobRepository::photo_exists(const std::string& photo_id) { return row_exists(db_, kCountPhotoById, photo_id); }
+bool JobRepository::photo_exists(const std::string& photo_id) {
+  return row_exists(db_, kCountPhotoById, photo_id);
+}
+
+std::vector<JobRepository::DurationHistogram> JobRepository::durations(const std::vector<double>& bounds_s) {
+  return internal::with_session(db_, true, [&](soci::session& s) {
+    std::vector<DurationHistogram> out;
+    std::string model;
+    long long ms = 0;
+    soci::statement st = (s.prepare << kCompletedDurations, soci::into(model), soci::into(ms));
+    st.execute();
+    while (st.fetch()) {
+      auto it = std::find_if(out.begin(), out.end(), [&](const auto& h) { return h.model == model; });
+      if (it == out.end()) {
+        out.push_back({model, std::vector<std::int64_t>(bounds_s.size(), 0), 0, 0});
+        it = std::prev(out.end());
+      }
+      const double secs = static_cast<double>(ms) / 1000.0;
+      for (std::size_t i = 0; i < bounds_s.size(); ++i)
+        if (secs <= bounds_s[i]) ++it->cumulative[i];
+      ++it->count;
+      it->sum_s += secs;
+    }
+    return out;
+  });
+}
+
+// ---- workers ----
+
+void WorkerRepository::announce(const WorkerInfo& w, std::int64_t now_ms) {
+  const long long now = now_ms;
+  internal::with_session(db_, true, [&](soci::session& s) {
+    s << kUpsertWorker, soci::use(w.id), soci::use(w.host), soci::use(w.model), soci::use(w.device), soci::use(now),
+        soci::use(now);
+  });
+}
+
+void WorkerRepository::heartbeat(const std::string& id, std::int64_t now_ms) {
+  const long long now = now_ms;
+  internal::with_session(db_, true, [&](soci::session& s) { s << kWorkerHeartbeat, soci::use(now), soci::use(id); });
+}
+
+void WorkerRepository::remove(const std::string& id) {
+  internal::with_session(db_, true, [&](soci::session& s) { s << kDeleteWorker, soci::use(id); });
+}
+
+std::int64_t WorkerRepository::count_alive(std::int64_t since_ms) {
+  const long long since = since_ms;
+  return internal::with_session(db_, true, [&](soci::session& s) {
+    long long n = 0;
+    s << kCountWorkers, soci::use(since), soci::into(n);
+    return static_cast<std::int64_t>(n);
+  });
+}
 
 }  // namespace petcam::db

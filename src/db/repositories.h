@@ -82,12 +82,13 @@ class JobRepository {
   bool renew(const std::string& job_id, const std::string& worker, std::int64_t lease_until_ms);
   // Only if still ours and processing: job completed, photo completed with its upscaled_path. False
   // otherwise (the photo was deleted or the lease went to another worker): the caller removes its file.
+  // `model` and `duration_ms` are kept on the job for /metrics.
   bool complete(const std::string& job_id, const std::string& worker, const std::string& upscaled_path,
-                std::int64_t now_ms);
+                std::int64_t now_ms, const std::string& model = {}, std::int64_t duration_ms = 0);
   // attempts < max_attempts: back to queued with run_at = retry_at_ms, photo queued; otherwise job and
   // photo failed. last_error kept either way.
-  FailOutcome fail(const std::string& job_id, const std::string& worker, const std::string& error,
-                   std::int64_t now_ms, std::int64_t retry_at_ms);
+  FailOutcome fail(const std::string& job_id, const std::string& worker, const std::string& error, std::int64_t now_ms,
+                   std::int64_t retry_at_ms);
   // Back to queued without spending the attempt (graceful stop).
   bool release(const std::string& job_id, const std::string& worker, std::int64_t now_ms);
   // Jobs left processing by a crash: those whose lease expired, plus any held by a worker name starting
@@ -95,8 +96,37 @@ class JobRepository {
   // Returns how many were recovered.
   int recover(std::int64_t now_ms, const std::string& owner_prefix);
   QueueCounts counts();
+  // Completed jobs' durations per model, bucketed (cumulative counts per upper bound, as Prometheus wants).
+  struct DurationHistogram {
+    std::string model;
+    std::vector<std::int64_t> cumulative;  // one per bound
+    std::int64_t count = 0;
+    double sum_s = 0;
+  };
+  std::vector<DurationHistogram> durations(const std::vector<double>& bounds_s);
   // Whether the photo row is still there (a job whose complete() failed removes its output only if not).
   bool photo_exists(const std::string& photo_id);
+
+ private:
+  Database& db_;
+};
+
+struct WorkerInfo {
+  std::string id;  // <INSTANCE_ID>/<thread>
+  std::string host;
+  std::string model;
+  std::string device;
+};
+
+// Job workers announce themselves, beat while alive and leave on a clean stop.
+class WorkerRepository {
+ public:
+  explicit WorkerRepository(Database& db) : db_(db) {}
+  void announce(const WorkerInfo& w, std::int64_t now_ms);  // insert or refresh
+  void heartbeat(const std::string& id, std::int64_t now_ms);
+  void remove(const std::string& id);
+  // Workers whose last heartbeat is at or after `since_ms`.
+  std::int64_t count_alive(std::int64_t since_ms);
 
  private:
   Database& db_;

@@ -10,11 +10,13 @@
 #include <thread>
 
 #include "api/auth_api.h"
+#include "api/job_metrics.h"
 #include "api/photo_api.h"
 #include "api/routes.h"
 #include "db/database.h"
 #include "http/client_ip.h"
 #include "http/form.h"
+#include "http/metrics.h"
 #include "http/multipart.h"
 #include "http/rate_limiter.h"
 #include "http/work_pool.h"
@@ -115,6 +117,7 @@ const char* reason(int status) {
 // What the request log needs, captured on the I/O thread.
 struct RequestInfo {
   Clock::time_point start;
+  std::size_t route = Metrics::kOtherRoute;  // index into api::kRoutes, for /metrics
   std::string method;
   std::string path;
   std::string client;
@@ -144,6 +147,7 @@ struct Server::Impl {
   WorkPool pool;
   TrustedProxies proxies;
   RateLimiter limit_register, limit_token, limit_upscale, limit_bestcut;
+  Metrics metrics;
 
   std::atomic<bool> db_ok{true};
   std::atomic<int> in_flight{0};
@@ -162,8 +166,9 @@ struct Server::Impl {
 };
 
 void Server::Impl::log(const RequestInfo& info, int status) {
-  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - info.start).count();
-  spdlog::info("{} {} {} {:.1f}ms {}", info.method, info.path, status, ms, info.client);
+  const double secs = std::chrono::duration<double>(Clock::now() - info.start).count();
+  metrics.observe(info.route, status, secs);
+  spdlog::info("{} {} {} {:.1f}ms {}", info.method, info.path, status, secs * 1000, info.client);
 }
 
 void Server::Impl::send(const restinio::request_handle_t& req, const api::Response& r, const RequestInfo& info) {
@@ -188,7 +193,7 @@ void Server::Impl::send_file(const restinio::request_handle_t& req, const api::F
 
 restinio::request_handling_status_t Server::Impl::handle(const restinio::request_handle_t& req) {
   const auto& h = req->header();
-  RequestInfo info{Clock::now(), std::string(h.method().c_str()), std::string(h.path()), {}};
+  RequestInfo info{Clock::now(), Metrics::kOtherRoute, std::string(h.method().c_str()), std::string(h.path()), {}};
   const auto* xff = h.try_get_field("X-Forwarded-For");
   info.client = proxies.client_address(req->remote_endpoint().address().to_string(),
                                        xff ? std::optional<std::string_view>(*xff) : std::nullopt);
@@ -201,7 +206,7 @@ restinio::request_handling_status_t Server::Impl::handle(const restinio::request
     if (!api::route_matches(r.path, info.path, p)) continue;
     allow += allow.empty() ? "" : ", ";
     allow += r.method;
-    if (r.method == info.method) route = &r, param = p;
+    if (r.method == info.method) route = &r, param = p, info.route = static_cast<std::size_t>(&r - api::kRoutes.data());
   }
   if (!route) {
     const auto* asset = info.method == "GET" ? docs.find(info.path) : nullptr;
@@ -257,6 +262,7 @@ restinio::request_handling_status_t Server::Impl::handle(const restinio::request
   }
   if (limiter) {
     if (const auto wait = limiter->acquire(info.client)) {
+      metrics.rate_limited(info.route);
       send(req,
            api::json_response(429, {{"detail", "Rate limit exceeded: " + limiter->limit().text}},
                               {{"Retry-After", std::to_string(wait)}}),
@@ -321,6 +327,8 @@ api::Response Server::Impl::run_op(const restinio::request_handle_t& req, const 
     return v ? std::optional<std::string_view>(*v) : std::nullopt;
   };
   switch (route.op) {
+    case Op::Metrics:
+      return {200, "text/plain; version=0.0.4; charset=utf-8", metrics.render() + api::job_metrics(ctx), {}};
     case Op::Register:
       return auth.register_user(req->body());
     case Op::Token:

@@ -1,6 +1,7 @@
 #include "jobs/job_runner.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -25,6 +26,11 @@ std::int64_t wall_ms() {
 struct Cancelled {};
 
 constexpr std::size_t kMaxOriginalBytes = 1ull << 30;
+
+std::string host_name() {
+  char buf[256] = {};
+  return ::gethostname(buf, sizeof buf - 1) == 0 ? std::string(buf) : std::string("unknown");
+}
 
 }  // namespace
 
@@ -65,6 +71,10 @@ void JobRunner::start() {
   const int recovered = db::JobRepository(db_).recover(wall_ms(), settings_.instance_id + "/");
   if (recovered > 0) spdlog::warn("jobs: recovered {} job(s) left processing by a previous run", recovered);
 
+  db::WorkerRepository registry(db_);
+  const auto device = std::string("cpu-") + upscaler::to_string(m.precision());
+  for (auto& w : workers_) registry.announce({w->name, host_name(), settings_.model, device}, wall_ms());
+
   for (auto& w : workers_) w->thread = std::thread([this, p = w.get()] { work(*p); });
   heartbeat_thread_ = std::thread([this] { heartbeat(); });
 }
@@ -75,6 +85,14 @@ void JobRunner::wake() {
     ++wakeups_;
   }
   wake_cv_.notify_one();
+}
+
+void JobRunner::wake_all() {
+  {
+    std::lock_guard lock(mutex_);
+    ++wakeups_;
+  }
+  wake_cv_.notify_all();
 }
 
 void JobRunner::stop() {
@@ -88,6 +106,13 @@ void JobRunner::stop() {
   for (auto& w : workers_)
     if (w->thread.joinable()) w->thread.join();
   if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+  for (auto& w : workers_) {
+    try {
+      db::WorkerRepository(db_).remove(w->name);
+    } catch (const std::exception& e) {
+      spdlog::warn("jobs: could not sign {} off: {}", w->name, e.what());
+    }
+  }
 }
 
 void JobRunner::work(Worker& w) {
@@ -142,7 +167,8 @@ void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
     if (w.cancel) throw Cancelled{};
     store_.write(out_rel, jpeg);
     const double secs = std::chrono::duration<double>(Clock::now() - started).count();
-    if (jobs.complete(job.id, w.name, out_rel, wall_ms())) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+    if (jobs.complete(job.id, w.name, out_rel, wall_ms(), settings_.model, ms)) {
       spdlog::info("job {} photo {}: completed {}x{} -> {}x{} in {:.2f} s", job.id, job.photo_id, photo.rgb.cols,
                    photo.rgb.rows, out.cols, out.rows, secs);
     } else if (!jobs.photo_exists(job.photo_id)) {
@@ -194,6 +220,12 @@ void JobRunner::heartbeat() {
       stop_cv_.wait_for(lock, every, [&] { return stopping_.load(); });
     }
     if (stopping_) return;
+    try {
+      db::WorkerRepository registry(db_);
+      for (auto& w : workers_) registry.heartbeat(w->name, wall_ms());
+    } catch (const std::exception& e) {
+      spdlog::error("jobs: worker heartbeat failed: {}", e.what());
+    }
     for (auto& w : workers_) {
       std::string id;
       {

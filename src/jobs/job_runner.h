@@ -27,8 +27,9 @@ class JobRunner {
   // Loads the model (throws upscaler::ModelError), recovers jobs this instance left processing,
   // and starts settings.job_workers threads plus the heartbeat.
   void start();
-  void wake();  // a job was queued
-  void stop();  // cancel running jobs, return them to the queue, join
+  void wake();      // a job was queued here: one worker looks
+  void wake_all();  // jobs may be waiting (another process queued some): every idle worker looks
+  void stop();      // cancel running jobs, return them to the queue, join
 
  private:
   struct Worker;

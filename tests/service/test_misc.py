@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import PG_BIN, TEST_DATABASE, Client, assert_detail, logged_in_client
+from conftest import PG_BIN, TEST_DATABASE, Client, assert_detail, jpeg, logged_in_client
 
 API_PATHS = {
     "/register": {"post"},
@@ -100,3 +100,27 @@ def test_health_503_without_database(start_server):
     r = c.post("/token", data={"username": "someone", "password": "password123"})
     assert r.status_code >= 500, (r.status_code, r.text)
     assert_detail(r, r.status_code)
+
+
+def test_metrics(start_server):
+    server = start_server()
+    c = logged_in_client(server)
+    r = c.upload(jpeg(64, 48, "chelsea"))
+    assert r.status_code == 200, r.text
+    c.wait_status(r.json()["id"])
+    Client(server).get("/nope")
+    m = Client(server).get("/metrics")
+    assert m.status_code == 200
+    assert m.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = m.text
+    assert 'petcam_http_requests_total{route="POST /upscale",status="200"} 1' in text
+    assert 'petcam_http_requests_total{route="other",status="404"} 1' in text
+    assert re.search(r'petcam_http_request_duration_seconds_count\{route="POST /token"\} 1\b', text)
+    assert 'petcam_jobs{state="completed"} 1' in text
+    assert "petcam_queue_depth 0" in text
+    assert 'petcam_job_duration_seconds_count{model="x4fast"} 1' in text
+    assert "petcam_workers 1" in text
+    # Every sample line is `name{labels} value` or `name value`: what Prometheus parses.
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            assert re.fullmatch(r'[a-z_]+(\{[^}]*\})? [0-9.e+-]+', line), line

@@ -59,7 +59,7 @@ class DbTest : public ::testing::TestWithParam<std::string> {
     }
     db_ = open(url_);
     if (migrate_in_setup()) {
-      ASSERT_EQ(db::migrate_up(*db_), 1);
+      ASSERT_EQ(db::migrate_up(*db_), 2);
     }
   }
 
@@ -133,25 +133,33 @@ INSTANTIATE_TEST_SUITE_P(Backends, DbMigrationTest, ::testing::Values("Sqlite", 
 
 TEST_P(DbMigrationTest, UpDownAndStatusAreIdempotent) {
   auto status = db::migration_status(*db_);
-  ASSERT_EQ(status.size(), 1u);
+  ASSERT_EQ(status.size(), 2u);
   EXPECT_EQ(status[0].version, 1);
   EXPECT_EQ(status[0].name, "init");
+  EXPECT_EQ(status[1].version, 2);
+  EXPECT_EQ(status[1].name, "workers");
   EXPECT_FALSE(status[0].applied);
   EXPECT_EQ(db::migrate_down(*db_, 1), 0);  // nothing applied yet, not even the bookkeeping table
 
-  EXPECT_EQ(db::migrate_up(*db_), 1);
+  EXPECT_EQ(db::migrate_up(*db_), 2);
   EXPECT_EQ(db::migrate_up(*db_), 0);
   status = db::migration_status(*db_);
-  ASSERT_EQ(status.size(), 1u);
-  EXPECT_TRUE(status[0].applied);
+  ASSERT_EQ(status.size(), 2u);
+  EXPECT_TRUE(status[0].applied && status[1].applied);
   EXPECT_TRUE(db::UserRepository(*db_).create({"u1", "alice", "h", true}, kT0));
+
+  EXPECT_EQ(db::migrate_down(*db_, 1), 1);  // the newest only
+  status = db::migration_status(*db_);
+  EXPECT_TRUE(status[0].applied);
+  EXPECT_FALSE(status[1].applied);
+  EXPECT_TRUE(db::UserRepository(*db_).exists("u1"));
 
   EXPECT_EQ(db::migrate_down(*db_, 5), 1);
   EXPECT_EQ(db::migrate_down(*db_, 1), 0);
   EXPECT_FALSE(db::migration_status(*db_)[0].applied);
   EXPECT_THROW(db::UserRepository(*db_).exists("u1"), std::exception);  // the table is gone
 
-  EXPECT_EQ(db::migrate_up(*db_), 1);
+  EXPECT_EQ(db::migrate_up(*db_), 2);
   EXPECT_FALSE(db::UserRepository(*db_).exists("u1"));
 }
 
@@ -162,8 +170,8 @@ TEST_P(DbMigrationTest, ConcurrentStartsApplyEachMigrationOnce) {
   std::vector<std::thread> threads;
   for (auto& d : dbs) threads.emplace_back([&, p = d.get()] { applied += db::migrate_up(*p); });
   for (auto& t : threads) t.join();
-  EXPECT_EQ(applied.load(), 1);
-  EXPECT_TRUE(db::migration_status(*db_)[0].applied);
+  EXPECT_EQ(applied.load(), 2);
+  EXPECT_TRUE(db::migration_status(*db_)[1].applied);
 }
 
 // ---- users ----
@@ -497,6 +505,36 @@ TEST_P(DbTest, DeletedPhotoTakesItsJobAlong) {
   EXPECT_FALSE(jobs.release(job->id, "w1", kT0 + 1));
 }
 
+TEST_P(DbTest, WorkersAnnounceBeatAndLeave) {
+  db::WorkerRepository workers(*db_);
+  workers.announce({"host-a/0", "host-a", "x4fast", "cpu-bf16"}, kT0);
+  workers.announce({"host-b/0", "host-b", "x4plus", "cuda"}, kT0);
+  workers.announce({"host-a/0", "host-a", "x4fast", "cpu-bf16"}, kT0 + 10);  // a restart refreshes, no duplicate
+  EXPECT_EQ(workers.count_alive(kT0), 2);
+  workers.heartbeat("host-b/0", kT0 + 60'000);
+  EXPECT_EQ(workers.count_alive(kT0 + 30'000), 1);  // host-a stopped beating
+  workers.remove("host-b/0");
+  EXPECT_EQ(workers.count_alive(kT0), 1);
+}
+
+TEST_P(DbTest, CompletedJobsKeepModelAndDurationForMetrics) {
+  const auto alice = add_user("alice");
+  add_photo(alice, "p1", kT0);
+  add_photo(alice, "p2", kT0 + 1);
+  db::JobRepository jobs(*db_);
+  for (std::int64_t ms : {1500, 7000}) {
+    auto job = jobs.claim("w1", kT0 + 10, kT0 + 30'000);
+    ASSERT_TRUE(job);
+    ASSERT_TRUE(jobs.complete(job->id, "w1", "storage/upscaled/" + job->photo_id + ".jpg", kT0 + 20, "x4fast", ms));
+  }
+  const auto hist = jobs.durations({1, 2, 10});
+  ASSERT_EQ(hist.size(), 1u);
+  EXPECT_EQ(hist[0].model, "x4fast");
+  EXPECT_EQ(hist[0].cumulative, (std::vector<std::int64_t>{0, 1, 2}));
+  EXPECT_EQ(hist[0].count, 2);
+  EXPECT_DOUBLE_EQ(hist[0].sum_s, 8.5);
+}
+
 // ---- the pool ----
 
 TEST_P(DbTest, ExhaustedPoolAnswersUnavailable) {
@@ -594,7 +632,7 @@ TEST(DbUrl, SqliteRelativePathCreatesItsDirectoryAndMemoryWorks) {
     o.url = "sqlite:///nested/dir/petcam.db";
     auto d = db::Database::open(o);
     EXPECT_EQ(d->backend(), db::Backend::Sqlite);
-    EXPECT_EQ(db::migrate_up(*d), 1);
+    EXPECT_EQ(db::migrate_up(*d), 2);
     auto lease = d->lease();
     std::string mode;
     int fk = 0;
@@ -610,7 +648,7 @@ TEST(DbUrl, SqliteRelativePathCreatesItsDirectoryAndMemoryWorks) {
   db::Options o;
   o.url = "sqlite:///:memory:";
   auto mem = db::Database::open(o);
-  EXPECT_EQ(db::migrate_up(*mem), 1);
+  EXPECT_EQ(db::migrate_up(*mem), 2);
   EXPECT_TRUE(db::UserRepository(*mem).create({"u", "alice", "h", true}, kT0));
   EXPECT_TRUE(db::UserRepository(*mem).exists("u"));
 }
