@@ -366,6 +366,7 @@ int JobRepository::recover(std::int64_t now_ms, const std::string& owner_prefix)
     }  // SQLite: the RETURNING statement is finished before the next statement and COMMIT
     for (const auto& [photo_id, state] : photos) set_photo_status(s, photo_id, state);
     recovered = static_cast<int>(photos.size());
+    if (recovered > 0 && db_.backend() == Backend::Postgres) s << kNotifyJobs;
   });
   return recovered;
 }

@@ -223,6 +223,12 @@ void JobRunner::heartbeat() {
     try {
       db::WorkerRepository registry(db_);
       for (auto& w : workers_) registry.heartbeat(w->name, wall_ms());
+      // A worker that died (here or in another process) stopped renewing its lease: once it has
+      // expired, put the job back in the queue for whoever is free.
+      if (const int n = jobs.recover(wall_ms(), "")) {
+        spdlog::warn("jobs: requeued {} job(s) whose worker stopped renewing its lease", n);
+        wake_all();
+      }
     } catch (const std::exception& e) {
       spdlog::error("jobs: worker heartbeat failed: {}", e.what());
     }

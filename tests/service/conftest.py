@@ -17,6 +17,7 @@ import io
 import itertools
 import json
 import os
+import sys
 import re
 import signal
 import socket
@@ -27,6 +28,9 @@ import uuid
 import numpy as np
 import pytest
 import requests
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from petcam_testlib import PHOTOS, listening_ports, photo, setting_names  # noqa: E402
 from PIL import Image
 from requests.adapters import HTTPAdapter
 
@@ -47,16 +51,7 @@ ISO_UTC_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 PHOTO_KEYS = {"id", "original_path", "upscaled_path", "status", "latitude", "longitude", "created_at"}
 
 # Settings the harness owns: never inherited from the caller's environment.
-_CONFIG_VARS = {
-    "HOST", "PORT", "DATA_DIR", "DATABASE_URL", "SECRET_KEY", "PETCAM_MODELS_DIR", "MODEL",
-    "JOB_WORKERS", "LOG_LEVEL", "ACCESS_TOKEN_EXPIRE_MINUTES", "TRUSTED_PROXIES",
-    "RATE_LIMIT_REGISTER", "RATE_LIMIT_TOKEN", "RATE_LIMIT_UPSCALE", "RATE_LIMIT_BESTCUT",
-    "MAX_UPLOAD_BYTES", "MAX_REQUEST_BYTES", "MAX_IMAGE_PIXELS", "MAX_BESTCUT_FILES",
-    "JOB_MAX_ATTEMPTS", "JOB_LEASE_SECONDS", "JOB_RETRY_BASE_SECONDS", "JOB_POLL_MS", "STORAGE_DIR",
-    "MODELS_DIR", "PRECISION", "TILE", "INFERENCE_THREADS", "INSTANCE_ID", "WEB_DIR", "IO_THREADS",
-    "POOL_THREADS", "POOL_QUEUE", "MAX_CONNECTIONS", "READ_TIMEOUT_SECONDS", "WRITE_TIMEOUT_SECONDS",
-    "HANDLE_TIMEOUT_SECONDS", "DB_POOL_SIZE", "DB_TIMEOUT_MS",
-}
+_CONFIG_VARS = setting_names()
 
 # Tests that do not check rate limits must never trip one by accident.
 DEFAULT_ENV = {
@@ -119,33 +114,6 @@ def next_ip():
     return f"127.0.{1 + n // 250}.{1 + n % 250}"
 
 
-def _listens_on(pid, port):
-    """True if process `pid` holds a socket listening on TCP `port` (Linux /proc)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    cols = line.split()
-                    if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(cols[9])
-        except OSError:
-            continue
-    if not inodes:
-        return False
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:[") and link[8:-1] in inodes:
-            return True
-    return False
 
 
 class SourceAddressAdapter(HTTPAdapter):
@@ -251,7 +219,7 @@ class Server:
                     f"server exited with {rc} before it was ready; log:\n{self.log_text()[-8000:]}")
             try:
                 # The port must be ours: another suite running beside this one may have taken it.
-                if _listens_on(self.proc.pid, self.port):
+                if self.port in listening_ports(self.proc.pid):
                     r = probe.get(self.url + "/health", timeout=2)
                     if r.status_code == 200:
                         return self
@@ -553,24 +521,6 @@ def forge_jwt(payload, key=SECRET, alg="HS256", header=None):
 
 # ---------------------------------------------------------------- photos
 
-PHOTOS = {
-    "chelsea": "/usr/lib/python3/dist-packages/skimage/data/chelsea.png",
-    "coffee": "/usr/lib/python3/dist-packages/skimage/data/coffee.png",
-    "grace_hopper": "/usr/share/matplotlib/mpl-data/sample_data/grace_hopper.jpg",
-}
-_photo_cache = {}
-
-
-def photo(name="chelsea"):
-    if name not in _photo_cache:
-        path = PHOTOS[name]
-        if os.path.exists(path):
-            with Image.open(path) as im:
-                _photo_cache[name] = im.convert("RGB")
-        else:  # skimage keeps its data elsewhere in some versions
-            from skimage import data
-            _photo_cache[name] = Image.fromarray(getattr(data, name)()).convert("RGB")
-    return _photo_cache[name]
 
 
 def photo_image(w, h, name="chelsea"):

@@ -1,0 +1,66 @@
+"""Helpers the pytest harnesses share (service, scale): the setting names, which ports a process listens on, and the real photos tests cut their images from."""
+
+import os
+import re
+
+from PIL import Image
+
+ENV_EXAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".env.example")
+
+
+def setting_names():
+    """Every petcam setting, read from .env.example (the one list of them), so a harness can keep the
+    caller's environment out of the servers it starts."""
+    with open(ENV_EXAMPLE) as f:
+        names = set(re.findall(r"^#?([A-Z][A-Z0-9_]*)=", f.read(), re.M))
+    return names | {"PETCAM_MODELS_DIR"}
+
+
+def listening_ports(pid):
+    """The TCP ports on which process `pid` holds a listening socket (Linux /proc)."""
+    by_inode = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if cols[3] == "0A":  # TCP_LISTEN
+                        by_inode[cols[9]] = int(cols[1].rsplit(":", 1)[1], 16)
+        except OSError:
+            continue
+    ports = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return ports
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in by_inode:
+            ports.add(by_inode[link[8:-1]])
+    return ports
+
+
+PHOTOS = {
+    "chelsea": "/usr/lib/python3/dist-packages/skimage/data/chelsea.png",
+    "coffee": "/usr/lib/python3/dist-packages/skimage/data/coffee.png",
+    "astronaut": "/usr/lib/python3/dist-packages/skimage/data/astronaut.png",
+    "grace_hopper": "/usr/share/matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+}
+_photo_cache = {}
+
+
+def photo(name="chelsea"):
+    """A real photo as RGB: skimage's cat and coffee, matplotlib's Grace Hopper."""
+    if name not in _photo_cache:
+        path = PHOTOS[name]
+        if os.path.exists(path):
+            with Image.open(path) as im:
+                _photo_cache[name] = im.convert("RGB")
+        else:  # skimage keeps its data elsewhere in some versions
+            from skimage import data
+            _photo_cache[name] = Image.fromarray(getattr(data, name)()).convert("RGB")
+    return _photo_cache[name]
