@@ -231,6 +231,10 @@ std::string postgres_connection_uri(const std::string& url) {
 
 namespace internal {
 
+::pg_conn* postgres_connection(soci::session& s) {
+  return postgres_handle(s);
+}
+
 bool connection_lost(const std::exception& e, soci::session& s, Backend backend) {
   if (backend != Backend::Postgres) return false;  // a file does not hang up
   if (const auto* pe = dynamic_cast<const soci::postgresql_soci_error*>(&e)) {

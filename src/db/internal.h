@@ -7,7 +7,12 @@
 
 #include "db/database.h"
 
+struct pg_conn;  // libpq's PGconn
+
 namespace petcam::db::internal {
+
+// The libpq connection under a PostgreSQL session, for the few hot queries run as prepared statements.
+::pg_conn* postgres_connection(soci::session& s);
 
 // The session lost its connection in the middle of the work: the caller sees Unavailable, and work that is
 // safe to repeat may be retried once on a fresh session.
