@@ -183,7 +183,14 @@ void Server::Impl::send(const restinio::request_handle_t& req, const api::Respon
 
 void Server::Impl::send_file(const restinio::request_handle_t& req, const api::FileResponse& f,
                              const RequestInfo& info) {
-  restinio::sendfile_t file = restinio::sendfile(f.path);  // opened here, on the pool thread
+  // Opened here, on the pool thread. A photo deleted since the lookup is simply not found.
+  auto file = [&] {
+    try {
+      return restinio::sendfile(f.path);
+    } catch (const std::exception&) {
+      throw api::ApiError(404, "Photo not found");
+    }
+  }();
   auto resp = req->create_response();
   for (const auto& [name, value] : f.headers) resp.append_header(name, value);
   resp.set_body(std::move(file));
