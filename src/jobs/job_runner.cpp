@@ -220,18 +220,7 @@ void JobRunner::heartbeat() {
       stop_cv_.wait_for(lock, every, [&] { return stopping_.load(); });
     }
     if (stopping_) return;
-    try {
-      db::WorkerRepository registry(db_);
-      for (auto& w : workers_) registry.heartbeat(w->name, wall_ms());
-      // A worker that died (here or in another process) stopped renewing its lease: once it has
-      // expired, put the job back in the queue for whoever is free.
-      if (const int n = jobs.recover(wall_ms(), "")) {
-        spdlog::warn("jobs: requeued {} job(s) whose worker stopped renewing its lease", n);
-        wake_all();
-      }
-    } catch (const std::exception& e) {
-      spdlog::error("jobs: worker heartbeat failed: {}", e.what());
-    }
+    // Our own leases first, so a late beat never finds (and requeues) one of our own running jobs.
     for (auto& w : workers_) {
       std::string id;
       {
@@ -245,6 +234,18 @@ void JobRunner::heartbeat() {
       } catch (const std::exception& e) {
         spdlog::error("job {}: lease renewal failed: {}", id, e.what());
       }
+    }
+    try {
+      db::WorkerRepository registry(db_);
+      for (auto& w : workers_) registry.heartbeat(w->name, wall_ms());
+      // A worker that died (here or in another process) stopped renewing its lease: once it has
+      // expired, put the job back in the queue for whoever is free.
+      if (const int n = jobs.recover(wall_ms(), "")) {
+        spdlog::warn("jobs: requeued {} job(s) whose worker stopped renewing its lease", n);
+        wake_all();
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("jobs: worker heartbeat failed: {}", e.what());
     }
   }
 }
