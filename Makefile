@@ -1,11 +1,12 @@
 # The front door. `make run` and `make test` do everything on a fresh Debian 12 machine.
+SHELL := /bin/bash
 JOBS ?= 2
 BUILD ?= build/release
 ASAN_BUILD ?= build/asan
 PY ?= /usr/bin/python3
 ARGS ?=
 
-.PHONY: setup build build-asan run test test-unit test-model bench format clean
+.PHONY: setup build build-asan run test test-unit test-model bench fuzz format clean
 
 .setup-stamp: scripts/setup.sh scripts/fetch-models.sh scripts/fetch-web-assets.sh
 	scripts/setup.sh
@@ -36,6 +37,19 @@ bench: build
 	$(PY) bench/bench_http.py --petcam $(BUILD)/petcam --json bench/results/http.json
 	$(PY) bench/bench_upscaler.py --ours $(BUILD)/bench/upscaler_bench
 	$(PY) bench/peak_rss.py --petcam $(BUILD)/petcam
+
+# libFuzzer (clang, ASan + UBSan) on every parser a client or an operator's file reaches, FUZZ_SECONDS each;
+# seeds from fuzz/corpus/, findings go to build/fuzz/.
+FUZZ_SECONDS ?= 60
+FUZZERS = fuzz_multipart fuzz_form fuzz_jpeg_header fuzz_token fuzz_dotenv fuzz_ncnn_param
+fuzz: setup
+	CXX=clang++ cmake -S fuzz -B build/fuzz -DCMAKE_BUILD_TYPE=Debug
+	cmake --build build/fuzz -j$(JOBS)
+	for t in $(FUZZERS); do \
+	  mkdir -p build/fuzz/corpus-$$t && cp fuzz/corpus/$$t/* build/fuzz/corpus-$$t/ && \
+	  (cd build/fuzz && ./$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 corpus-$$t 2>&1 | \
+	    grep -E 'stat::number_of_executed_units|ERROR|SUMMARY' | sed "s/^/$$t: /"; exit $${PIPESTATUS[0]}) || exit 1; \
+	done
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')
