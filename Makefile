@@ -43,6 +43,8 @@ bench: build
 FUZZ_SECONDS ?= 60
 FUZZERS = fuzz_multipart fuzz_form fuzz_jpeg_header fuzz_token fuzz_dotenv fuzz_ncnn_param
 fuzz: setup
+	@dpkg-query -W -f='$${Status}\n' clang libclang-rt-14-dev 2>/dev/null | grep -c "install ok installed" | grep -q 2 || \
+	  $$([ "$$(id -u)" = 0 ] || echo sudo) apt-get install -y -qq --no-install-recommends clang libclang-rt-14-dev
 	CXX=clang++ cmake -S fuzz -B build/fuzz -DCMAKE_BUILD_TYPE=Debug
 	cmake --build build/fuzz -j$(JOBS)
 	for t in $(FUZZERS); do \
