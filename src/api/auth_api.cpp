@@ -22,15 +22,10 @@ bool iequals_prefix(std::string_view s, std::string_view prefix) {
 }  // namespace
 
 Response AuthApi::register_user(std::string_view json_body) {
-  const auto body = parse_json_object(json_body);
-  std::vector<FieldError> errors;
-  const auto username = string_field(body, "username", 3, 50, errors);
-  const auto password = string_field(body, "password", 6, 1024, errors);
-  if (!errors.empty()) throw ApiError(std::move(errors));
-
+  const auto [username, password] = registration(json_body);
   db::UserRepository users(ctx_.db);
-  if (users.find_by_username(*username)) throw ApiError(400, "Username already registered");
-  db::User user{new_uuid(), *username, auth::hash_password(*password), true};
+  if (users.find_by_username(username)) throw ApiError(400, "Username already registered");
+  db::User user{new_uuid(), username, auth::hash_password(password), true};
   const auto created = users.create(user, now_ms());
   if (!created) throw ApiError(400, "Username already registered");
   return json_response(200, {{"id", created->id}, {"username", created->username}, {"is_active", created->is_active}});

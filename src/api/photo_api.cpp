@@ -11,7 +11,6 @@
 #include "api/ids.h"
 #include "api/validation.h"
 #include "db/repositories.h"
-#include "http/form.h"
 #include "imaging/imaging.h"
 #include "storage/files.h"
 
@@ -171,15 +170,7 @@ Response PhotoApi::bestcut(const std::string& user_id, const std::vector<http::P
 }
 
 Response PhotoApi::list(const std::string& user_id, std::string_view query) {
-  const auto q = http::parse_urlencoded(query);
-  std::vector<FieldError> errors;
-  std::int64_t skip = 0, limit = 100;
-  if (auto v = http::field(q, "skip"))
-    if (auto n = int_value(*v, 0, std::numeric_limits<std::int64_t>::max(), {"query", "skip"}, errors)) skip = *n;
-  if (auto v = http::field(q, "limit"))
-    if (auto n = int_value(*v, 1, 1000, {"query", "limit"}, errors)) limit = *n;
-  if (!errors.empty()) throw ApiError(std::move(errors));
-
+  const auto [skip, limit] = list_query(query);
   const auto photos = db::PhotoRepository(ctx_.db).list(user_id, skip, limit);
   // Written by hand: this is the hottest JSON we produce, and every string in it is ours (UUIDs, our
   // paths, fixed status words), so nothing needs escaping.
@@ -215,19 +206,16 @@ Response PhotoApi::list(const std::string& user_id, std::string_view query) {
 }
 
 FileResponse PhotoApi::download(const std::string& user_id, std::string_view photo_id, std::string_view query) {
-  const auto q = http::parse_urlencoded(query);
-  std::string type = http::field(q, "type").value_or("upscaled");
   std::vector<FieldError> errors;
   const auto id = canonical_uuid(photo_id);
   if (!id) errors.push_back(bad_photo_id());
-  if (type != "upscaled" && type != "original")
-    errors.push_back({{"query", "type"}, "Input should be 'upscaled' or 'original'", "enum"});
+  const bool original = wants_original(query, errors);
   if (!errors.empty()) throw ApiError(std::move(errors));
 
   const auto photo = db::PhotoRepository(ctx_.db).find(user_id, *id);
   if (!photo) throw ApiError(404, "Photo not found");
   std::string rel = photo->original_path;
-  if (type == "upscaled") {
+  if (!original) {
     if (!photo->upscaled_path)
       throw ApiError(404, "Upscaled photo not ready: its status is " + photo->status + "; try type=original");
     rel = *photo->upscaled_path;

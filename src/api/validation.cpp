@@ -4,6 +4,9 @@
 
 #include <charconv>
 #include <cmath>
+#include <limits>
+
+#include "http/form.h"
 
 namespace petcam::api {
 
@@ -34,6 +37,9 @@ nlohmann::json parse_json_object(std::string_view body) {
   } catch (const nlohmann::json::parse_error& e) {
     throw ApiError(
         {{{"body", static_cast<std::int64_t>(e.byte > 0 ? e.byte - 1 : 0)}, "JSON decode error", "json_invalid"}});
+  } catch (const nlohmann::json::exception&) {
+    // Valid syntax the parser still refuses, e.g. a number beyond double's range (1e999): found by fuzz_json_body.
+    throw ApiError({{{"body", 0}, "JSON decode error: a number is out of range", "json_invalid"}});
   }
   if (!j.is_object())
     throw ApiError(
@@ -115,6 +121,34 @@ std::optional<std::int64_t> int_value(std::string_view text, std::int64_t lo, st
     return std::nullopt;
   }
   return v;
+}
+
+Registration registration(std::string_view json_body) {
+  const auto body = parse_json_object(json_body);
+  std::vector<FieldError> errors;
+  auto username = string_field(body, "username", 3, 50, errors);
+  auto password = string_field(body, "password", 6, 1024, errors);
+  if (!errors.empty()) throw ApiError(std::move(errors));
+  return {std::move(*username), std::move(*password)};
+}
+
+ListQuery list_query(std::string_view query) {
+  const auto q = http::parse_urlencoded(query);
+  std::vector<FieldError> errors;
+  ListQuery out;
+  if (auto v = http::field(q, "skip"))
+    if (auto n = int_value(*v, 0, std::numeric_limits<std::int64_t>::max(), {"query", "skip"}, errors)) out.skip = *n;
+  if (auto v = http::field(q, "limit"))
+    if (auto n = int_value(*v, 1, 1000, {"query", "limit"}, errors)) out.limit = *n;
+  if (!errors.empty()) throw ApiError(std::move(errors));
+  return out;
+}
+
+bool wants_original(std::string_view query, std::vector<FieldError>& errors) {
+  const auto type = http::field(http::parse_urlencoded(query), "type").value_or("upscaled");
+  if (type != "upscaled" && type != "original")
+    errors.push_back({{"query", "type"}, "Input should be 'upscaled' or 'original'", "enum"});
+  return type == "original";
 }
 
 }  // namespace petcam::api

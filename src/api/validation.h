@@ -28,4 +28,21 @@ std::optional<double> float_value(std::string_view text, double lo, double hi, n
 std::optional<std::int64_t> int_value(std::string_view text, std::int64_t lo, std::int64_t hi, nlohmann::json loc,
                                       std::vector<FieldError>& errors);
 
+// The body of POST /register: {"username": 3..50 chars, "password": 6..1024 chars}, or ApiError 422.
+struct Registration {
+  std::string username;
+  std::string password;
+};
+Registration registration(std::string_view json_body);
+
+// GET /photos?skip=&limit= (skip >= 0, limit 1..1000, default 100), or ApiError 422.
+struct ListQuery {
+  std::int64_t skip = 0;
+  std::int64_t limit = 100;
+};
+ListQuery list_query(std::string_view query);
+
+// GET /photos/{id}?type=upscaled|original (default upscaled): true for original; adds a FieldError otherwise.
+bool wants_original(std::string_view query, std::vector<FieldError>& errors);
+
 }  // namespace petcam::api
