@@ -97,10 +97,13 @@ int run_serve(const std::string& env_file, const std::string& role) {
 
   // Files a crash left without a row (written, then the insert never committed; or deleted rows whose
   // files were not yet removed). SQLite means this is the only process; on PostgreSQL another process may
-  // be between its write and its commit, so only old files are considered there.
+  // be between its write and its commit, so only old files are considered there unless the operator knows
+  // better (ORPHAN_SWEEP_MIN_AGE_SECONDS, e.g. 0 for a single process).
   if (serves_http) {
     db::JobRepository jobs(*db);
-    const int min_age_s = db->backend() == db::Backend::Sqlite ? 0 : 3600;
+    const int min_age_s = settings.orphan_sweep_min_age_s >= 0   ? settings.orphan_sweep_min_age_s
+                          : db->backend() == db::Backend::Sqlite ? 0
+                                                                 : 3600;
     if (const int n = store.sweep([&](const std::string& id) { return jobs.photo_exists(id); }, min_age_s))
       spdlog::warn("storage: removed {} file(s) that no photo owns", n);
   }

@@ -118,6 +118,7 @@ Settings load_settings(const std::map<std::string, std::string>& env) {
   if (s.storage_dir.empty()) s.storage_dir = (fs::path(s.data_dir) / "storage").string();
   text("DATABASE_URL", s.database_url);
   if (s.database_url.empty()) s.database_url = "sqlite:///" + (fs::path(s.data_dir) / "petcam.db").string();
+  integer("ORPHAN_SWEEP_MIN_AGE_SECONDS", s.orphan_sweep_min_age_s, -1, 31'536'000);
   integer("DB_POOL_SIZE", s.db_pool_size, 1, 1000);
   integer("DB_TIMEOUT_MS", s.db_timeout_ms, 1, 600'000);
 

@@ -34,6 +34,9 @@ struct Settings {
   // Storage and database
   std::string data_dir = "data";
   std::string storage_dir;   // default: <data_dir>/storage
+  // The start-up sweep removes storage files no photo owns once they are this old; -1: 0 on SQLite (one
+  // process), 3600 on PostgreSQL (another process may be between its file write and its commit).
+  int orphan_sweep_min_age_s = -1;
   std::string database_url;  // default: sqlite:///<data_dir>/petcam.db
   int db_pool_size = 8;
   int db_timeout_ms = 2000;
