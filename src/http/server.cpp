@@ -35,6 +35,18 @@ inline std::uint64_t discard_cap(std::uint64_t limit) {
   return std::max<std::uint64_t>(limit * 4, std::uint64_t{256} << 20);
 }
 
+// Requests whose bytes are still arriving, for a graceful stop: counted from their first byte until the handler
+// has taken them (a request whose client vanished mid-way stays counted, hence the time of the last byte too).
+// The parser callbacks cannot carry state of ours, and there is one server per process.
+struct ReadingRequests {
+  std::atomic<int> count{0};
+  std::atomic<std::int64_t> last_byte_ns{0};
+  void touch() {
+    last_byte_ns.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  }
+};
+inline ReadingRequests g_reading;
+
 }  // namespace petcam::http
 
 namespace restinio::impl {
@@ -43,7 +55,13 @@ template <>
 inline http_parser_settings create_parser_settings<petcam::http::PetcamMethods>() noexcept {
   using petcam::http::kBodyTooLarge;
   auto s = create_parser_settings<restinio::default_http_methods_t>();
+  s.on_message_begin = [](http_parser*) -> int {
+    ++petcam::http::g_reading.count;
+    petcam::http::g_reading.touch();
+    return 0;
+  };
   s.on_headers_complete = [](http_parser* p) -> int {
+    petcam::http::g_reading.touch();
     auto* ctx = static_cast<http_parser_ctx_t*>(p->data);
     ctx->m_header.remove_field(kBodyTooLarge);
     const auto limit = ctx->m_limits.max_body_size();
@@ -56,6 +74,7 @@ inline http_parser_settings create_parser_settings<petcam::http::PetcamMethods>(
     return restinio_headers_complete_cb(p);
   };
   s.on_body = [](http_parser* p, const char* at, size_t length) -> int {
+    petcam::http::g_reading.touch();
     auto* ctx = static_cast<http_parser_ctx_t*>(p->data);
     if (ctx->m_header.has_field(kBodyTooLarge)) return 0;               // discarding
     if (ctx->m_body.size() + length > ctx->m_limits.max_body_size()) {  // chunked body grew too large
@@ -150,10 +169,26 @@ struct Server::Impl {
   Metrics metrics;
 
   std::atomic<bool> db_ok{true};
-  std::atomic<int> in_flight{0};
+  std::atomic<int> in_flight{0};       // handed to the pool, not yet answered
+  std::atomic<int> writes_pending{0};  // answered, not yet written to the socket (or failed)
+  std::atomic<bool> draining{false};   // after SIGTERM: every answer closes its connection
   std::mutex stop_mutex;
   std::condition_variable stop_cv;
   bool stopping = false;
+
+  // Nothing left to answer or to write, and no request arriving (or none has sent a byte for a second).
+  bool drained() const {
+    const auto quiet_ns = Clock::now().time_since_epoch().count() - g_reading.last_byte_ns.load();
+    return in_flight == 0 && writes_pending == 0 &&
+           (g_reading.count <= 0 || quiet_ns >= std::chrono::nanoseconds(std::chrono::seconds(1)).count());
+  }
+  // The callback for done(): counts the write until RESTinio has written it or dropped it (its write group
+  // runs or destroys the callback either way).
+  restinio::write_status_cb_t count_write() {
+    ++writes_pending;
+    auto pending = std::shared_ptr<void>(nullptr, [this](void*) { --writes_pending; });
+    return [pending](const asio::error_code&) {};
+  }
 
   restinio::request_handling_status_t handle(const restinio::request_handle_t& req);
   void dispatch(const restinio::request_handle_t& req, const api::Route& route, std::string param, RequestInfo info);
@@ -177,7 +212,8 @@ void Server::Impl::send(const restinio::request_handle_t& req, const api::Respon
   resp.append_header(restinio::http_field::content_type, r.content_type);
   for (const auto& [name, value] : r.headers) resp.append_header(name, value);
   resp.set_body(r.body);
-  resp.done();
+  if (draining) resp.connection_close();
+  resp.done(count_write());
   log(info, r.status);
 }
 
@@ -194,11 +230,17 @@ void Server::Impl::send_file(const restinio::request_handle_t& req, const api::F
   auto resp = req->create_response();
   for (const auto& [name, value] : f.headers) resp.append_header(name, value);
   resp.set_body(std::move(file));
-  resp.done();
+  if (draining) resp.connection_close();
+  resp.done(count_write());
   log(info, 200);
 }
 
 restinio::request_handling_status_t Server::Impl::handle(const restinio::request_handle_t& req) {
+  // Every path below answers (a write counted) or dispatches (in flight) before this request stops counting
+  // as being read, so a graceful stop never sees it in neither.
+  struct Taken {
+    ~Taken() { --g_reading.count; }
+  } taken;
   const auto& h = req->header();
   RequestInfo info{Clock::now(), Metrics::kOtherRoute, std::string(h.method().c_str()), std::string(h.path()), {}};
   const auto* xff = h.try_get_field("X-Forwarded-For");
@@ -418,6 +460,7 @@ void Server::run(const std::function<void()>& on_listening) {
     spdlog::info("received {}: no new connections; finishing requests in flight",
                  signo == SIGTERM ? "SIGTERM" : "SIGINT");
     signalled = true;
+    im.draining = true;
     server.close_async([] {}, [](std::exception_ptr) {});
     std::lock_guard lock(im.stop_mutex);
     im.stopping = true;
@@ -432,11 +475,15 @@ void Server::run(const std::function<void()>& on_listening) {
   for (int i = 0; i < s.io_threads; ++i) io_threads.emplace_back([&io] { io.run(); });
 
   {
+    // Stop only once every request that has begun has been answered and its answer written (bounded by
+    // HANDLE_TIMEOUT_SECONDS): answers from now on close their connections, so keep-alive clients drain.
     std::unique_lock lock(im.stop_mutex);
     im.stop_cv.wait(lock, [&] { return im.stopping; });
-    im.stop_cv.wait_for(lock, std::chrono::seconds(s.handle_timeout_s), [&] { return im.in_flight == 0; });
+    const auto deadline = Clock::now() + std::chrono::seconds(s.handle_timeout_s);
+    while (!im.drained() && Clock::now() < deadline) im.stop_cv.wait_for(lock, std::chrono::milliseconds(20));
+    if (!im.drained())
+      spdlog::warn("stopping with requests unfinished after {} s (HANDLE_TIMEOUT_SECONDS)", s.handle_timeout_s);
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the last responses leave the sockets
   io.stop();
   for (auto& t : io_threads) t.join();
   im.pool.shutdown();  // tasks still running finish first: they hold requests, hence connections
