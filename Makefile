@@ -3,10 +3,11 @@ SHELL := /bin/bash
 JOBS ?= 2
 BUILD ?= build/release
 ASAN_BUILD ?= build/asan
+TSAN_BUILD ?= build/tsan
 PY ?= /usr/bin/python3
 ARGS ?=
 
-.PHONY: setup build build-asan run test test-unit test-model bench fuzz format clean
+.PHONY: setup build build-asan build-tsan run test test-tsan test-reliability bench fuzz format clean
 
 .setup-stamp: scripts/setup.sh scripts/fetch-models.sh scripts/fetch-web-assets.sh
 	scripts/setup.sh
@@ -26,10 +27,31 @@ build-asan: setup
 run: build
 	$(BUILD)/petcam serve $(ARGS)
 
-# Every test, in the release build and again under AddressSanitizer + UBSan.
+# Every test, in the release build and again under AddressSanitizer + UBSan (the reliability suite's short
+# version and the scale-out test in the release build only), then the concurrency tests under ThreadSanitizer.
 test: build build-asan
 	cd $(BUILD) && ctest --output-on-failure
 	cd $(ASAN_BUILD) && ctest --output-on-failure
+	$(MAKE) test-tsan
+
+# ThreadSanitizer on what many threads share: the rate limiter, the work pool, and the job queue (claims by
+# concurrent workers on SQLite and PostgreSQL, the JobRunner's worker and heartbeat threads).
+TSAN_TESTS = Concurrency.*:JobQueue.*:RateLimiter.*:*ConcurrentClaimersNeverShareAJob*:*ConcurrentStartsApplyEachMigrationOnce*
+build-tsan: setup
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPETCAM_TSAN=ON
+	cmake --build $(TSAN_BUILD) -j$(JOBS) --target unit_tests
+
+test-tsan: build-tsan
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	  tests/with-postgres.sh $(TSAN_BUILD)/tests/unit/unit_tests --gtest_filter='$(TSAN_TESTS)'
+
+# The long reliability suite (docs/RELIABILITY.md): kill -9 chaos, PostgreSQL outages, a full disk, SIGTERM
+# under load, 1,000 connections and slow clients, a 10-minute upload soak, security checks; SQLite and PostgreSQL.
+test-reliability: build
+	for db in sqlite postgres; do \
+	  PETCAM_RELIABILITY=full PETCAM_TEST_DATABASE=$$db PETCAM_BIN=$(BUILD)/petcam \
+	    $(PY) -m pytest -q -s -p no:cacheprovider tests/reliability || exit 1; \
+	done
 
 # Figures, not pass/fail: HTTP with wrk (SQLite and PostgreSQL), the upscaler against plain PyTorch,
 # and peak memory on a 12 MP photo.
@@ -41,7 +63,7 @@ bench: build
 # libFuzzer (clang, ASan + UBSan) on every parser a client or an operator's file reaches, FUZZ_SECONDS each;
 # seeds from fuzz/corpus/, findings go to build/fuzz/.
 FUZZ_SECONDS ?= 60
-FUZZERS = fuzz_multipart fuzz_form fuzz_jpeg_header fuzz_token fuzz_dotenv fuzz_ncnn_param
+FUZZERS = fuzz_multipart fuzz_form fuzz_json_body fuzz_query fuzz_jpeg_header fuzz_token fuzz_dotenv fuzz_ncnn_param
 fuzz: setup
 	@dpkg-query -W -f='$${Status}\n' clang libclang-rt-14-dev 2>/dev/null | grep -c "install ok installed" | grep -q 2 || \
 	  $$([ "$$(id -u)" = 0 ] || echo sudo) apt-get install -y -qq --no-install-recommends clang libclang-rt-14-dev
