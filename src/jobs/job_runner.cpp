@@ -168,7 +168,7 @@ void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
     store_.write(out_rel, jpeg);
     const double secs = std::chrono::duration<double>(Clock::now() - started).count();
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
-    if (jobs.complete(job.id, w.name, out_rel, wall_ms(), settings_.model, ms)) {
+    if (record_completion(w, job, out_rel, ms)) {
       spdlog::info("job {} photo {}: completed {}x{} -> {}x{} in {:.2f} s", job.id, job.photo_id, photo.rgb.cols,
                    photo.rgb.rows, out.cols, out.rows, secs);
     } else if (!jobs.photo_exists(job.photo_id)) {
@@ -207,6 +207,26 @@ void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
     } catch (const std::exception& e2) {
       spdlog::error("job {} photo {}: failed ({}) and could not record it ({}); its lease will expire", job.id,
                     job.photo_id, e.what(), e2.what());
+    }
+  }
+}
+
+bool JobRunner::record_completion(Worker& w, const db::ClaimedJob& job, const std::string& out_rel,
+                                  std::int64_t duration_ms) {
+  // The result is on disk: a database outage must not cost the work (or an attempt). Keep trying for as long
+  // as a lease lasts, unless we are stopping; a lease that expired meanwhile is still ours unless taken over.
+  db::JobRepository jobs(db_);
+  const auto give_up = Clock::now() + std::chrono::seconds(settings_.job_lease_s);
+  for (bool warned = false;; warned = true) {
+    try {
+      return jobs.complete(job.id, w.name, out_rel, wall_ms(), settings_.model, duration_ms);
+    } catch (const db::Unavailable& e) {
+      if (w.cancel || Clock::now() >= give_up) throw;
+      if (!warned)
+        spdlog::warn("job {} photo {}: done, but the database is unavailable ({}); retrying to record it", job.id,
+                     job.photo_id, e.what());
+      std::unique_lock lock(mutex_);
+      stop_cv_.wait_for(lock, std::chrono::milliseconds(500), [&] { return stopping_.load(); });
     }
   }
 }

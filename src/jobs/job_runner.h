@@ -35,6 +35,7 @@ class JobRunner {
   struct Worker;
   void work(Worker& w);
   void run_job(Worker& w, const db::ClaimedJob& job);
+  bool record_completion(Worker& w, const db::ClaimedJob& job, const std::string& out_rel, std::int64_t duration_ms);
   void heartbeat();
 
   const config::Settings& settings_;
