@@ -1,6 +1,7 @@
 #include "serve.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -69,6 +70,24 @@ db::Options db_options(const config::Settings& s) {
   return o;
 }
 
+// Every connection is a descriptor, besides the database's, the log's and the photos being read or written:
+// raise the soft limit (often 1024) to the hard one, and say so when even that leaves too few, since a server
+// out of descriptors cannot accept anyone.
+void raise_open_file_limit(int max_connections) {
+  const rlim_t wanted = static_cast<rlim_t>(max_connections) + 256;
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  if (lim.rlim_cur < wanted && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max == RLIM_INFINITY ? wanted : std::min(wanted, lim.rlim_max);
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+    ::getrlimit(RLIMIT_NOFILE, &lim);
+  }
+  if (lim.rlim_cur < wanted)
+    spdlog::warn("open files limited to {} (ulimit -n): less than MAX_CONNECTIONS={} + 256; raise the limit or lower "
+                 "MAX_CONNECTIONS",
+                 static_cast<unsigned long long>(lim.rlim_cur), max_connections);
+}
+
 }  // namespace
 
 int run_serve(const std::string& env_file, const std::string& role) {
@@ -82,6 +101,7 @@ int run_serve(const std::string& env_file, const std::string& role) {
   setup_logging(settings);
   spdlog::info("petcam 1.0.0 starting as {}: database {}, storage {}", settings.role, redacted(settings.database_url),
                settings.storage_dir);
+  if (serves_http) raise_open_file_limit(settings.max_connections);
 
   // A worker-only process has no HTTP to stop it: it waits for these, so they are blocked in every thread
   // (threads inherit the mask) and taken with sigwait below.

@@ -16,32 +16,41 @@ def setting_names():
     return names | {"PETCAM_MODELS_DIR"}
 
 
-def listening_ports(pid):
-    """The TCP ports on which process `pid` holds a listening socket (Linux /proc)."""
-    by_inode = {}
+def tcp_sockets():
+    """(local port, state, inode) of every TCP socket of this host (Linux /proc/net/tcp and tcp6; state "0A" is
+    LISTEN)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
                 next(f)
-                for line in f:
-                    cols = line.split()
-                    if cols[3] == "0A":  # TCP_LISTEN
-                        by_inode[cols[9]] = int(cols[1].rsplit(":", 1)[1], 16)
+                rows = [line.split() for line in f]
         except OSError:
             continue
-    ports = set()
+        for cols in rows:
+            yield int(cols[1].rsplit(":", 1)[1], 16), cols[3], cols[9]
+
+
+def socket_inodes(pid):
+    """The inodes of the sockets process `pid` holds open."""
+    inodes = set()
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
-        return ports
+        return inodes
     for fd in fds:
         try:
             link = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
-        if link.startswith("socket:[") and link[8:-1] in by_inode:
-            ports.add(by_inode[link[8:-1]])
-    return ports
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    return inodes
+
+
+def listening_ports(pid):
+    """The TCP ports on which process `pid` holds a listening socket."""
+    mine = socket_inodes(pid)
+    return {port for port, state, inode in tcp_sockets() if state == "0A" and inode in mine}
 
 
 PHOTOS = {
