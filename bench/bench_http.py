@@ -118,13 +118,17 @@ def run_database(petcam, db, duration, jpeg):
                     r = s.post(server.base + "/upscale", headers=auth,
                                files={"file": (f"p{i}.jpg", small.getvalue(), "image/jpeg")})
                     assert r.ok, r.text
-                assert len(s.get(server.base + "/photos", headers=auth).json()) == 100
+                listed = s.get(server.base + "/photos", headers=auth).json()
+                assert len(listed) == 100
                 with tempfile.NamedTemporaryFile(suffix=".jpg", delete=False) as f:
                     f.write(jpeg)
                 rows = []
                 rows.append(("GET /health", wrk(server.base + "/health", duration, 64)))
                 rows.append(("GET /photos (100 rows)", wrk(server.base + "/photos", duration, 32,
                                                            headers=["Authorization: Bearer " + token])))
+                rows.append(("GET /photos/{id} (download)",
+                             wrk(f"{server.base}/photos/{listed[0]['id']}?type=original", duration, 32,
+                                 headers=["Authorization: Bearer " + token])))
                 rows.append(("POST /token", wrk(server.base + "/token", duration, 8,
                                                 script=os.path.join(WRK_DIR, "post_token.lua"),
                                                 env={"BENCH_USERNAME": user, "BENCH_PASSWORD": password})))
