@@ -237,7 +237,7 @@ void Server::Impl::send_file(const restinio::request_handle_t& req, const api::F
 
 restinio::request_handling_status_t Server::Impl::handle(const restinio::request_handle_t& req) {
   // Every path below answers (a write counted) or dispatches (in flight) before this request stops counting
-  // as being read, so a graceful stop never sees it in neither.
+  // as being read, so a graceful stop always finds it in one of the counts.
   struct Taken {
     ~Taken() { --g_reading.count; }
   } taken;
