@@ -640,7 +640,10 @@ def test_sigterm_under_load(start_server):
     ops = [op_upload(big_photo), op_list, op_download_seed, op_upload(small_photo)]
     threads = [load_thread(c, ops, stop, recorder, pause=0.02, timeout=60, stop_on_connection_error=signalled)
                for c in clients]
-    time.sleep(6.0 if FULL else 1.5)
+    # Not longer in the full run: the slow job (~5 s) must still be running when SIGTERM comes.
+    time.sleep(1.5)
+    assert not re.search(rf"photo {slow_id}: completed", server.log_text()), \
+        "the slow job finished before SIGTERM: the test needs a job running at the signal"
     # An upload whose body is still arriving when SIGTERM comes: in flight, it must be answered.
     raw_data = padded_jpeg(big_base, 1024 * 1024)
     sock, rest = raw_upload_start(server, raw_client.token, raw_data, raw_client.ip)
