@@ -284,9 +284,11 @@ def test_postgres_outage_under_load(own_postgres, start_server, tmp_path):
     url = pg.createdb("faults")
     workdir = tmp_path / "server"
     workdir.mkdir()
-    # A short lease, so that a job whose result could not be recorded during the outage is taken back
-    # soon after the database returns (the default 60 s would only make the test wait).
-    server = Server(workdir, {"DB_TIMEOUT_MS": str(DB_TIMEOUT_MS), "JOB_LEASE_SECONDS": "10",
+    # A job done during the outage keeps trying to record its result for up to a lease: the lease outlasts
+    # the outage (4 s, 15 s in the full run), and is short enough that anything else left claimed is taken
+    # back soon after the database returns (the default 60 s would only make the test wait).
+    outage_s = 15 if FULL else 4
+    server = Server(workdir, {"DB_TIMEOUT_MS": str(DB_TIMEOUT_MS), "JOB_LEASE_SECONDS": str(outage_s + 10),
                               "JOB_RETRY_BASE_SECONDS": "1"}, url)
     start_server.started.append(server)  # the fixture stops it with SIGTERM and requires exit code 0
     server.start()
@@ -300,7 +302,6 @@ def test_postgres_outage_under_load(own_postgres, start_server, tmp_path):
     stop = threading.Event()
     ops = [op_upload(small_photo), op_list, op_download_seed, op_openapi]
     threads = [load_thread(c, ops, stop, recorder, pause=0.05, timeout=30) for c in clients]
-    outage_s = 15 if FULL else 4
     rounds = []
     problems = []
     try:
