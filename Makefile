@@ -63,7 +63,7 @@ bench: build
 # libFuzzer (clang, ASan + UBSan) on every parser a client or an operator's file reaches, FUZZ_SECONDS each;
 # seeds from fuzz/corpus/, findings go to build/fuzz/.
 FUZZ_SECONDS ?= 60
-FUZZERS = fuzz_multipart fuzz_form fuzz_json_body fuzz_query fuzz_jpeg_header fuzz_token fuzz_dotenv fuzz_ncnn_param
+FUZZERS = fuzz_multipart fuzz_form fuzz_download_headers fuzz_json_body fuzz_query fuzz_jpeg_header fuzz_image_header fuzz_metadata fuzz_token fuzz_dotenv fuzz_ncnn_param
 fuzz: setup
 	@dpkg-query -W -f='$${Status}\n' clang libclang-rt-14-dev 2>/dev/null | grep -c "install ok installed" | grep -q 2 || \
 	  $$([ "$$(id -u)" = 0 ] || echo sudo) apt-get install -y -qq --no-install-recommends clang libclang-rt-14-dev

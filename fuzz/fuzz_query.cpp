@@ -16,7 +16,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     (void)e.response();
   }
   std::vector<petcam::api::FieldError> errors;
-  const bool original = petcam::api::wants_original(in, errors);
-  if (original && !errors.empty()) __builtin_trap();
+  const auto type = petcam::api::download_type(in, errors);
+  if (type != petcam::api::DownloadType::Upscaled && !errors.empty()) __builtin_trap();
   return 0;
 }

@@ -27,7 +27,8 @@ petcam::imaging::OutputFormat output_format(const std::string& path) {
   for (auto& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (ext == ".jpg" || ext == ".jpeg") return petcam::imaging::OutputFormat::Jpeg;
   if (ext == ".png") return petcam::imaging::OutputFormat::Png;
-  throw std::invalid_argument("output file must end in .jpg, .jpeg or .png: " + path);
+  if (ext == ".webp") return petcam::imaging::OutputFormat::Webp;
+  throw std::invalid_argument("output file must end in .jpg, .jpeg, .png or .webp: " + path);
 }
 
 struct UpscaleArgs {
@@ -64,7 +65,7 @@ int run_upscale(const UpscaleArgs& a) {
   };
   up->process({photo.rgb.data, w, h, photo.rgb.step}, {out.data, out.cols, out.rows, out.step}, progress);
   const double secs = std::chrono::duration<double>(clock::now() - start).count();
-  const auto bytes = petcam::imaging::encode(out, photo.grayscale, format, a.quality);
+  const auto bytes = petcam::imaging::encode(out, photo.grayscale, format, &photo.meta, a.quality);
   petcam::storage::write_file_atomic(a.out, bytes);
   std::cerr << fmt::format("upscaled {}x{} -> {}x{} with {} ({}, tile {}+{}) in {:.2f} s\n", w, h, out.cols, out.rows,
                            up->architecture(), to_string(up->precision()), up->tile(), up->tile_pad(), secs);

@@ -73,3 +73,20 @@ def photo(name="chelsea"):
             from skimage import data
             _photo_cache[name] = Image.fromarray(getattr(data, name)()).convert("RGB")
     return _photo_cache[name]
+
+
+def thumbnail_path(photo_id):
+    return f"storage/previews/{photo_id}.thumbnail.jpg"
+
+
+def preview_path(photo_id):
+    return f"storage/previews/{photo_id}.preview.jpg"
+
+
+def photo_files(photo):
+    """The storage-relative files a photo (a list item) owns: its original and thumbnail from the upload on,
+    and its result and preview once completed."""
+    files = {photo["original_path"], thumbnail_path(photo["id"])}
+    if photo["upscaled_path"] is not None:
+        files |= {photo["upscaled_path"], preview_path(photo["id"])}
+    return files

@@ -3,7 +3,7 @@
 #include "api/ids.h"
 #include "api/validation.h"
 #include "db/repositories.h"
-#include "http/form.h"
+#include "request/form.h"
 
 namespace petcam::api {
 
@@ -34,10 +34,10 @@ Response AuthApi::register_user(std::string_view json_body) {
 Response AuthApi::login(std::string_view content_type, std::string_view form_body) {
   // FastAPI reads Form fields only from form bodies; anything else means the fields are missing.
   const bool is_form = iequals_prefix(content_type, "application/x-www-form-urlencoded");
-  const auto fields = is_form ? http::parse_urlencoded(form_body) : http::Fields{};
-  const auto username = http::field(fields, "username");
-  const auto password = http::field(fields, "password");
-  const auto grant_type = http::field(fields, "grant_type");
+  const auto fields = is_form ? request::parse_urlencoded(form_body) : request::Fields{};
+  const auto username = request::field(fields, "username");
+  const auto password = request::field(fields, "password");
+  const auto grant_type = request::field(fields, "grant_type");
   std::vector<FieldError> errors;
   if (!username) errors.push_back({{"body", "username"}, "Field required", "missing"});
   if (!password) errors.push_back({{"body", "password"}, "Field required", "missing"});

@@ -14,6 +14,7 @@ enum class Op {
   Bestcut,
   ListPhotos,
   GetPhoto,
+  PhotoInfo,
   DeletePhoto,
   Health,
   Metrics,
@@ -29,13 +30,14 @@ struct Route {
   bool in_schema;  // documented in openapi.json (the docs pages themselves are not, as in FastAPI)
 };
 
-inline constexpr std::array<Route, 12> kRoutes{{
+inline constexpr std::array<Route, 13> kRoutes{{
     {"POST", "/register", Op::Register, true},
     {"POST", "/token", Op::Token, true},
     {"POST", "/upscale", Op::Upscale, true},
     {"POST", "/bestcut", Op::Bestcut, true},
     {"GET", "/photos", Op::ListPhotos, true},
     {"GET", "/photos/{photo_id}", Op::GetPhoto, true},
+    {"GET", "/photos/{photo_id}/info", Op::PhotoInfo, true},
     {"DELETE", "/photos/{photo_id}", Op::DeletePhoto, true},
     {"GET", "/health", Op::Health, true},
     {"GET", "/metrics", Op::Metrics, false},  // Prometheus text, not part of the app's API
@@ -49,10 +51,13 @@ constexpr bool route_matches(std::string_view pattern, std::string_view path, st
   const auto brace = pattern.find('{');
   if (brace == std::string_view::npos) return pattern == path;
   const auto prefix = pattern.substr(0, brace);
-  if (path.substr(0, prefix.size()) != prefix) return false;
-  const auto rest = path.substr(prefix.size());
-  if (rest.empty() || rest.find('/') != std::string_view::npos) return false;
-  param = rest;
+  const auto suffix = pattern.substr(pattern.find('}') + 1);
+  if (path.size() < prefix.size() + suffix.size() || path.substr(0, prefix.size()) != prefix ||
+      path.substr(path.size() - suffix.size()) != suffix)
+    return false;
+  const auto segment = path.substr(prefix.size(), path.size() - prefix.size() - suffix.size());
+  if (segment.empty() || segment.find('/') != std::string_view::npos) return false;
+  param = segment;
   return true;
 }
 

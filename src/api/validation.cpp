@@ -6,7 +6,7 @@
 #include <cmath>
 #include <limits>
 
-#include "http/form.h"
+#include "request/form.h"
 
 namespace petcam::api {
 
@@ -133,22 +133,56 @@ Registration registration(std::string_view json_body) {
 }
 
 ListQuery list_query(std::string_view query) {
-  const auto q = http::parse_urlencoded(query);
+  const auto q = request::parse_urlencoded(query);
   std::vector<FieldError> errors;
   ListQuery out;
-  if (auto v = http::field(q, "skip"))
+  if (auto v = request::field(q, "skip"))
     if (auto n = int_value(*v, 0, std::numeric_limits<std::int64_t>::max(), {"query", "skip"}, errors)) out.skip = *n;
-  if (auto v = http::field(q, "limit"))
+  if (auto v = request::field(q, "limit"))
     if (auto n = int_value(*v, 1, 1000, {"query", "limit"}, errors)) out.limit = *n;
   if (!errors.empty()) throw ApiError(std::move(errors));
   return out;
 }
 
-bool wants_original(std::string_view query, std::vector<FieldError>& errors) {
-  const auto type = http::field(http::parse_urlencoded(query), "type").value_or("upscaled");
-  if (type != "upscaled" && type != "original")
-    errors.push_back({{"query", "type"}, "Input should be 'upscaled' or 'original'", "enum"});
-  return type == "original";
+namespace {
+constexpr std::pair<DownloadType, const char*> kDownloadTypes[] = {{DownloadType::Upscaled, "upscaled"},
+                                                                   {DownloadType::Original, "original"},
+                                                                   {DownloadType::Thumbnail, "thumbnail"},
+                                                                   {DownloadType::Preview, "preview"}};
+}
+
+const char* to_string(DownloadType t) {
+  for (const auto& [type, name] : kDownloadTypes)
+    if (type == t) return name;
+  return "upscaled";
+}
+
+DownloadType download_type(std::string_view query, std::vector<FieldError>& errors) {
+  const auto type = request::field(request::parse_urlencoded(query), "type").value_or("upscaled");
+  for (const auto& [t, name] : kDownloadTypes)
+    if (type == name) return t;
+  errors.push_back({{"query", "type"}, "Input should be 'upscaled', 'original', 'thumbnail' or 'preview'", "enum"});
+  return DownloadType::Upscaled;
+}
+
+void outscale_value(std::string_view text, UploadOptions& out, std::vector<FieldError>& errors) {
+  const auto before = errors.size();
+  const auto v = float_value(text, 1.0, 4.0, {"body", "outscale"}, errors);
+  if (!v) return;
+  if (*v <= 1.0) {
+    errors.push_back({{"body", "outscale"}, "Input should be greater than 1", "greater_than"});
+    return;
+  }
+  if (errors.size() == before) out.outscale = *v;
+}
+
+void format_value(std::string_view text, UploadOptions& out, std::vector<FieldError>& errors) {
+  const auto t = trim(text);
+  if (t != "jpeg" && t != "png" && t != "webp") {
+    errors.push_back({{"body", "format"}, "Input should be 'jpeg', 'png' or 'webp'", "enum"});
+    return;
+  }
+  out.format = std::string(t);
 }
 
 }  // namespace petcam::api

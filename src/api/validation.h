@@ -42,7 +42,18 @@ struct ListQuery {
 };
 ListQuery list_query(std::string_view query);
 
-// GET /photos/{id}?type=upscaled|original (default upscaled): true for original; adds a FieldError otherwise.
-bool wants_original(std::string_view query, std::vector<FieldError>& errors);
+// GET /photos/{id}?type=upscaled|original|thumbnail|preview (default upscaled); adds a FieldError otherwise.
+enum class DownloadType { Upscaled, Original, Thumbnail, Preview };
+DownloadType download_type(std::string_view query, std::vector<FieldError>& errors);
+const char* to_string(DownloadType t);
+
+// The optional multipart fields of POST /upscale and /bestcut beside the file(s): `outscale`, 1 < s <= 4
+// (default 4), and `format`, jpeg | png | webp (default jpeg). Bad values add FieldErrors at ["body", name].
+struct UploadOptions {
+  double outscale = 4.0;
+  std::string format = "jpeg";
+};
+void outscale_value(std::string_view text, UploadOptions& out, std::vector<FieldError>& errors);
+void format_value(std::string_view text, UploadOptions& out, std::vector<FieldError>& errors);
 
 }  // namespace petcam::api

@@ -129,6 +129,9 @@ Settings load_settings(const std::map<std::string, std::string>& env) {
   integer("MAX_REQUEST_BYTES", s.max_request_bytes, 1, std::int64_t{1} << 40);
   integer("MAX_IMAGE_PIXELS", s.max_image_pixels, 1, std::int64_t{1} << 40);
   integer("MAX_BESTCUT_FILES", s.max_bestcut_files, 1, 1000);
+  integer("MAX_OUTPUT_PIXELS", s.max_output_pixels, 1, std::int64_t{1} << 40);
+  integer("THUMBNAIL_SIZE", s.thumbnail_size, 16, 4096);
+  integer("PREVIEW_SIZE", s.preview_size, 16, 16384);
 
   rate("RATE_LIMIT_REGISTER", s.rate_register);
   rate("RATE_LIMIT_TOKEN", s.rate_token);

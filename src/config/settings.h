@@ -33,7 +33,7 @@ struct Settings {
 
   // Storage and database
   std::string data_dir = "data";
-  std::string storage_dir;   // default: <data_dir>/storage
+  std::string storage_dir;  // default: <data_dir>/storage
   // The start-up sweep removes storage files no photo owns once they are this old; -1: 0 on SQLite (one
   // process), 3600 on PostgreSQL (another process may be between its file write and its commit).
   int orphan_sweep_min_age_s = -1;
@@ -50,6 +50,11 @@ struct Settings {
   std::int64_t max_request_bytes = 64ll << 20;  // whole body
   std::int64_t max_image_pixels = 16'000'000;
   int max_bestcut_files = 10;
+  std::int64_t max_output_pixels = 268'435'456;  // width x height of a result (16384²)
+
+  // Previews: longest side in px (never larger than their source)
+  int thumbnail_size = 256;  // from the original, at upload
+  int preview_size = 2048;   // from the result, by the job
 
   // Rate limits per client IP
   RateLimit rate_register{5, 60, "5 per 1 minute"};

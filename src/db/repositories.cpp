@@ -26,10 +26,14 @@ constexpr const char* kFindUserByName =
     "SELECT id, username, password_hash, CASE WHEN is_active THEN 1 ELSE 0 END FROM users WHERE username = :username";
 constexpr const char* kCountUserById = "SELECT COUNT(*) FROM users WHERE id = :id";
 
-#define PETCAM_PHOTO_COLUMNS "id, user_id, original_path, upscaled_path, status, latitude, longitude, created_at, score"
+#define PETCAM_PHOTO_COLUMNS                                                                                     \
+  "id, user_id, original_path, upscaled_path, status, latitude, longitude, created_at, score, outscale, format," \
+  " width, height, upscaled_width, upscaled_height"
 constexpr const char* kInsertPhoto =
-    "INSERT INTO photos (id, user_id, original_path, upscaled_path, status, latitude, longitude, score, created_at)"
-    " VALUES (:id, :user_id, :original_path, :upscaled_path, 'queued', :latitude, :longitude, :score, :created_at)";
+    "INSERT INTO photos (id, user_id, original_path, upscaled_path, status, latitude, longitude, score, created_at,"
+    " outscale, format, width, height)"
+    " VALUES (:id, :user_id, :original_path, :upscaled_path, 'queued', :latitude, :longitude, :score, :created_at,"
+    " :outscale, :format, :width, :height)";
 constexpr const char* kInsertJob =
     "INSERT INTO jobs (id, photo_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at)"
     " VALUES (:id, :photo_id, 'upscale', 'queued', 0, :max_attempts, :run_at, :created_at, :updated_at)";
@@ -56,7 +60,7 @@ constexpr const char* kClaimJobPostgres =
 constexpr const char* kClaimJobSqlite = PETCAM_CLAIM_SET ") RETURNING id, photo_id, attempts, max_attempts";
 #undef PETCAM_CLAIM_SET
 constexpr const char* kMarkPhotoProcessing =
-    "UPDATE photos SET status = 'processing' WHERE id = :photo_id RETURNING original_path";
+    "UPDATE photos SET status = 'processing' WHERE id = :photo_id RETURNING original_path, outscale, format";
 
 #define PETCAM_OURS " WHERE id = :job_id AND lease_owner = :worker AND state = 'processing'"
 constexpr const char* kRenewLease = "UPDATE jobs SET lease_expires_at = :lease_until" PETCAM_OURS " RETURNING id";
@@ -64,7 +68,8 @@ constexpr const char* kCompleteJob =
     "UPDATE jobs SET state = 'completed', lease_expires_at = NULL, completed_at = :completed_at,"
     " updated_at = :now, model = :model, duration_ms = :duration_ms" PETCAM_OURS " RETURNING photo_id";
 constexpr const char* kCompletePhoto =
-    "UPDATE photos SET status = 'completed', upscaled_path = :upscaled_path WHERE id = :photo_id";
+    "UPDATE photos SET status = 'completed', upscaled_path = :upscaled_path, upscaled_width = :upscaled_width,"
+    " upscaled_height = :upscaled_height WHERE id = :photo_id";
 // CASE arms see the row as it was; CASTs give PostgreSQL a type for parameters that have no column to infer from.
 constexpr const char* kFailJob =
     "UPDATE jobs SET"
@@ -109,18 +114,48 @@ constexpr const char* kCountJobs =
 // (parsing and planning it every time was most of the server's CPU in the benchmark).
 constexpr const char* kListPhotosPreparedName = "petcam_list_photos";
 constexpr const char* kListPhotosPrepared =
-    "SELECT id, user_id, original_path, upscaled_path, status, latitude, longitude, created_at, score"
-    " FROM photos WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3";
+    "SELECT id, user_id, original_path, upscaled_path, status, latitude, longitude, created_at, score, outscale,"
+    " format, width, height, upscaled_width, upscaled_height FROM photos WHERE user_id = $1 ORDER BY created_at DESC, "
+    "id DESC LIMIT $2 OFFSET $3";
 
 // Rows fetched per round trip when listing photos (the API's largest page).
 constexpr std::int64_t kListBatch = 1000;
 
 // One photo row, bound column by column in PETCAM_PHOTO_COLUMNS order.
 struct PhotoRow {
-  std::string id, user_id, original_path, upscaled_path, status;
-  double latitude = 0, longitude = 0, score = 0;
+  std::string id, user_id, original_path, upscaled_path, status, format;
+  double latitude = 0, longitude = 0, score = 0, outscale = 4;
   long long created_at = 0;
-  soci::indicator upscaled_ind = soci::i_null, score_ind = soci::i_null;
+  int width = 0, height = 0, upscaled_width = 0, upscaled_height = 0;
+  soci::indicator upscaled_ind = soci::i_null, score_ind = soci::i_null, width_ind = soci::i_null,
+                  height_ind = soci::i_null, upscaled_width_ind = soci::i_null, upscaled_height_ind = soci::i_null;
+
+  // Runs `sql` (PETCAM_PHOTO_COLUMNS from one photo, by :photo_id and :user_id) into this row; false for none.
+  // The statement is gone when this returns (SQLite wants a RETURNING statement finished before COMMIT).
+  bool fetch(soci::session& s, const char* sql, const std::string& photo_id, const std::string& user_id) {
+    soci::statement st(s);
+    st.exchange(soci::use(photo_id));
+    st.exchange(soci::use(user_id));
+    st.exchange(soci::into(id));
+    st.exchange(soci::into(this->user_id));
+    st.exchange(soci::into(original_path));
+    st.exchange(soci::into(upscaled_path, upscaled_ind));
+    st.exchange(soci::into(status));
+    st.exchange(soci::into(latitude));
+    st.exchange(soci::into(longitude));
+    st.exchange(soci::into(created_at));
+    st.exchange(soci::into(score, score_ind));
+    st.exchange(soci::into(outscale));
+    st.exchange(soci::into(format));
+    st.exchange(soci::into(width, width_ind));
+    st.exchange(soci::into(height, height_ind));
+    st.exchange(soci::into(upscaled_width, upscaled_width_ind));
+    st.exchange(soci::into(upscaled_height, upscaled_height_ind));
+    st.alloc();
+    st.prepare(sql);
+    st.define_and_bind();
+    return st.execute(true);
+  }
 
   Photo photo() const {
     Photo p;
@@ -133,6 +168,12 @@ struct PhotoRow {
     p.longitude = longitude;
     p.created_at_ms = created_at;
     if (score_ind == soci::i_ok) p.score = score;
+    p.outscale = outscale;
+    p.format = format;
+    if (width_ind == soci::i_ok) p.width = width;
+    if (height_ind == soci::i_ok) p.height = height;
+    if (upscaled_width_ind == soci::i_ok) p.upscaled_width = upscaled_width;
+    if (upscaled_height_ind == soci::i_ok) p.upscaled_height = upscaled_height;
     return p;
   }
 };
@@ -185,6 +226,16 @@ std::vector<Photo> list_prepared(PGconn* conn, const std::string& user_id, long 
     p.longitude = std::strtod(PQgetvalue(r.get(), i, 6), nullptr);
     p.created_at_ms = std::strtoll(PQgetvalue(r.get(), i, 7), nullptr, 10);
     if (!PQgetisnull(r.get(), i, 8)) p.score = std::strtod(PQgetvalue(r.get(), i, 8), nullptr);
+    p.outscale = std::strtod(PQgetvalue(r.get(), i, 9), nullptr);
+    p.format = text(10);
+    auto optional_int = [&](int c) -> std::optional<int> {
+      if (PQgetisnull(r.get(), i, c)) return std::nullopt;
+      return static_cast<int>(std::strtol(PQgetvalue(r.get(), i, c), nullptr, 10));
+    };
+    p.width = optional_int(11);
+    p.height = optional_int(12);
+    p.upscaled_width = optional_int(13);
+    p.upscaled_height = optional_int(14);
   }
   return out;
 }
@@ -247,10 +298,14 @@ void PhotoRepository::create_with_job(const Photo& photo, const std::string& job
   soci::indicator upscaled_ind = photo.upscaled_path ? soci::i_ok : soci::i_null;
   const double score = photo.score.value_or(0.0);
   soci::indicator score_ind = photo.score ? soci::i_ok : soci::i_null;
+  const int width = photo.width.value_or(0), height = photo.height.value_or(0);
+  soci::indicator width_ind = photo.width ? soci::i_ok : soci::i_null;
+  soci::indicator height_ind = photo.height ? soci::i_ok : soci::i_null;
   db_.transaction([&](soci::session& s) {
     s << kInsertPhoto, soci::use(photo.id), soci::use(photo.user_id), soci::use(photo.original_path),
         soci::use(upscaled, upscaled_ind), soci::use(photo.latitude), soci::use(photo.longitude),
-        soci::use(score, score_ind), soci::use(created_at);
+        soci::use(score, score_ind), soci::use(created_at), soci::use(photo.outscale), soci::use(photo.format),
+        soci::use(width, width_ind), soci::use(height, height_ind);
     s << kInsertJob, soci::use(job_id), soci::use(photo.id), soci::use(max_attempts), soci::use(now), soci::use(now),
         soci::use(now);
     if (db_.backend() == Backend::Postgres) s << kNotifyJobs;  // delivered at COMMIT
@@ -272,13 +327,17 @@ std::vector<Photo> PhotoRepository::list(const std::string& user_id, std::int64_
     const std::size_t got = internal::with_session(db_, true, [&](soci::session& s) -> std::size_t {
       // SOCI 4.0.3's SQLite backend fetches nothing into vectors of size 1; LIMIT still bounds the rows.
       const auto n = static_cast<std::size_t>(std::max(batch, 2LL));
-      std::vector<std::string> ids(n), users(n), originals(n), upscaled(n), statuses(n);
-      std::vector<double> lats(n), lngs(n), scores(n);
+      std::vector<std::string> ids(n), users(n), originals(n), upscaled(n), statuses(n), formats(n);
+      std::vector<double> lats(n), lngs(n), scores(n), outscales(n);
       std::vector<long long> created(n);
-      std::vector<soci::indicator> upscaled_ind(n), score_ind(n);
+      std::vector<int> widths(n), heights(n), up_widths(n), up_heights(n);
+      std::vector<soci::indicator> upscaled_ind(n), score_ind(n), width_ind(n), height_ind(n), up_width_ind(n),
+          up_height_ind(n);
       s << kListPhotos, soci::use(user_id), soci::use(batch), soci::use(offset), soci::into(ids), soci::into(users),
           soci::into(originals), soci::into(upscaled, upscaled_ind), soci::into(statuses), soci::into(lats),
-          soci::into(lngs), soci::into(created), soci::into(scores, score_ind);
+          soci::into(lngs), soci::into(created), soci::into(scores, score_ind), soci::into(outscales),
+          soci::into(formats), soci::into(widths, width_ind), soci::into(heights, height_ind),
+          soci::into(up_widths, up_width_ind), soci::into(up_heights, up_height_ind);
       if (!s.got_data()) return 0;
       const std::size_t rows = ids.size();
       out.reserve(out.size() + rows);
@@ -293,6 +352,12 @@ std::vector<Photo> PhotoRepository::list(const std::string& user_id, std::int64_
         p.longitude = lngs[i];
         p.created_at_ms = created[i];
         if (score_ind[i] == soci::i_ok) p.score = scores[i];
+        p.outscale = outscales[i];
+        p.format = std::move(formats[i]);
+        if (width_ind[i] == soci::i_ok) p.width = widths[i];
+        if (height_ind[i] == soci::i_ok) p.height = heights[i];
+        if (up_width_ind[i] == soci::i_ok) p.upscaled_width = up_widths[i];
+        if (up_height_ind[i] == soci::i_ok) p.upscaled_height = up_heights[i];
       }
       return rows;
     });
@@ -306,10 +371,7 @@ std::vector<Photo> PhotoRepository::list(const std::string& user_id, std::int64_
 std::optional<Photo> PhotoRepository::find(const std::string& user_id, const std::string& photo_id) {
   return internal::with_session(db_, true, [&](soci::session& s) -> std::optional<Photo> {
     PhotoRow r;
-    s << kFindPhoto, soci::use(photo_id), soci::use(user_id), soci::into(r.id), soci::into(r.user_id),
-        soci::into(r.original_path), soci::into(r.upscaled_path, r.upscaled_ind), soci::into(r.status),
-        soci::into(r.latitude), soci::into(r.longitude), soci::into(r.created_at), soci::into(r.score, r.score_ind);
-    if (!s.got_data()) return std::nullopt;
+    if (!r.fetch(s, kFindPhoto, photo_id, user_id)) return std::nullopt;
     return r.photo();
   });
 }
@@ -320,10 +382,7 @@ std::optional<Photo> PhotoRepository::remove(const std::string& user_id, const s
     removed.reset();
     s << kDeleteJobOfPhoto, soci::use(photo_id), soci::use(user_id);
     PhotoRow r;
-    s << kDeletePhoto, soci::use(photo_id), soci::use(user_id), soci::into(r.id), soci::into(r.user_id),
-        soci::into(r.original_path), soci::into(r.upscaled_path, r.upscaled_ind), soci::into(r.status),
-        soci::into(r.latitude), soci::into(r.longitude), soci::into(r.created_at), soci::into(r.score, r.score_ind);
-    if (s.got_data()) removed = r.photo();
+    if (r.fetch(s, kDeletePhoto, photo_id, user_id)) removed = r.photo();
   });
   return removed;
 }
@@ -342,7 +401,8 @@ std::optional<ClaimedJob> JobRepository::claim(const std::string& worker, std::i
     s << sql, soci::use(worker), soci::use(until), soci::use(now), soci::use(now), soci::into(job.id),
         soci::into(job.photo_id), soci::into(job.attempts), soci::into(job.max_attempts);
     if (!s.got_data()) return;
-    s << kMarkPhotoProcessing, soci::use(job.photo_id), soci::into(job.original_path);
+    s << kMarkPhotoProcessing, soci::use(job.photo_id), soci::into(job.original_path), soci::into(job.outscale),
+        soci::into(job.format);
     if (!s.got_data()) throw std::runtime_error("job " + job.id + " has no photo " + job.photo_id);
     claimed = std::move(job);
   });
@@ -359,8 +419,10 @@ bool JobRepository::renew(const std::string& job_id, const std::string& worker, 
 }
 
 bool JobRepository::complete(const std::string& job_id, const std::string& worker, const std::string& upscaled_path,
-                             std::int64_t now_ms, const std::string& model, std::int64_t duration_ms) {
+                             std::int64_t now_ms, const std::string& model, std::int64_t duration_ms,
+                             int upscaled_width, int upscaled_height) {
   const long long now = now_ms, duration = duration_ms;
+  soci::indicator size_ind = upscaled_width > 0 && upscaled_height > 0 ? soci::i_ok : soci::i_null;
   bool done = false;
   db_.transaction([&](soci::session& s) {
     done = false;
@@ -368,7 +430,8 @@ bool JobRepository::complete(const std::string& job_id, const std::string& worke
     s << kCompleteJob, soci::use(now), soci::use(now), soci::use(model), soci::use(duration), soci::use(job_id),
         soci::use(worker), soci::into(photo_id);
     if (!s.got_data()) return;  // deleted, or no longer ours
-    s << kCompletePhoto, soci::use(upscaled_path), soci::use(photo_id);
+    s << kCompletePhoto, soci::use(upscaled_path), soci::use(upscaled_width, size_ind),
+        soci::use(upscaled_height, size_ind), soci::use(photo_id);
     done = true;
   });
   return done;

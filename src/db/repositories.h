@@ -26,7 +26,11 @@ struct Photo {
   double latitude = 0.0;
   double longitude = 0.0;
   std::int64_t created_at_ms = 0;
-  std::optional<double> score;  // best cut's sharpness, when chosen by /bestcut
+  std::optional<double> score;       // best cut's sharpness, when chosen by /bestcut
+  double outscale = 4.0;             // the result is round(width x outscale) x round(height x outscale)
+  std::string format = "jpeg";       // of the result: jpeg | png | webp
+  std::optional<int> width, height;  // the oriented original; unknown for rows before 0003
+  std::optional<int> upscaled_width, upscaled_height;  // set when completed
 };
 
 class UserRepository {
@@ -60,6 +64,8 @@ struct ClaimedJob {
   std::string id;
   std::string photo_id;
   std::string original_path;
+  double outscale = 4.0;
+  std::string format = "jpeg";
   int attempts = 0;  // including this claim
   int max_attempts = 0;
 };
@@ -82,9 +88,10 @@ class JobRepository {
   bool renew(const std::string& job_id, const std::string& worker, std::int64_t lease_until_ms);
   // Only if still ours and processing: job completed, photo completed with its upscaled_path. False
   // otherwise (the photo was deleted or the lease went to another worker): the caller removes its file.
-  // `model` and `duration_ms` are kept on the job for /metrics.
+  // `model` and `duration_ms` are kept on the job for /metrics; the result's size (0: unknown) on the photo.
   bool complete(const std::string& job_id, const std::string& worker, const std::string& upscaled_path,
-                std::int64_t now_ms, const std::string& model = {}, std::int64_t duration_ms = 0);
+                std::int64_t now_ms, const std::string& model = {}, std::int64_t duration_ms = 0,
+                int upscaled_width = 0, int upscaled_height = 0);
   // attempts < max_attempts: back to queued with run_at = retry_at_ms, photo queued; otherwise job and
   // photo failed. last_error kept either way.
   FailOutcome fail(const std::string& job_id, const std::string& worker, const std::string& error, std::int64_t now_ms,

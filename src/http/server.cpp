@@ -15,11 +15,11 @@
 #include "api/routes.h"
 #include "db/database.h"
 #include "http/client_ip.h"
-#include "http/form.h"
 #include "http/metrics.h"
-#include "http/multipart.h"
 #include "http/rate_limiter.h"
 #include "http/work_pool.h"
+#include "request/form.h"
+#include "request/multipart.h"
 
 namespace petcam::http {
 
@@ -110,6 +110,10 @@ const char* reason(int status) {
   switch (status) {
     case 200:
       return "OK";
+    case 206:
+      return "Partial Content";
+    case 304:
+      return "Not Modified";
     case 400:
       return "Bad Request";
     case 401:
@@ -118,8 +122,12 @@ const char* reason(int status) {
       return "Not Found";
     case 405:
       return "Method Not Allowed";
+    case 409:
+      return "Conflict";
     case 413:
       return "Payload Too Large";
+    case 416:
+      return "Range Not Satisfiable";
     case 422:
       return "Unprocessable Entity";
     case 429:
@@ -219,20 +227,23 @@ void Server::Impl::send(const restinio::request_handle_t& req, const api::Respon
 
 void Server::Impl::send_file(const restinio::request_handle_t& req, const api::FileResponse& f,
                              const RequestInfo& info) {
-  // Opened here, on the pool thread. A photo deleted since the lookup is simply not found.
-  auto file = [&] {
-    try {
-      return restinio::sendfile(f.path);
-    } catch (const std::exception&) {
-      throw api::ApiError(404, "Photo not found");
-    }
-  }();
-  auto resp = req->create_response();
+  auto resp = req->create_response(restinio::http_status_line_t{
+      restinio::http_status_code_t{static_cast<std::uint16_t>(f.status)}, reason(f.status)});
   for (const auto& [name, value] : f.headers) resp.append_header(name, value);
-  resp.set_body(std::move(file));
+  if (!f.path.empty()) {
+    // Opened here, on the pool thread. A photo deleted since the lookup is simply not found.
+    auto file = [&] {
+      try {
+        return restinio::sendfile(f.path).offset_and_size(f.offset, f.length);
+      } catch (const std::exception&) {
+        throw api::ApiError(404, "Photo not found");
+      }
+    }();
+    resp.set_body(std::move(file));
+  }
   if (draining) resp.connection_close();
   resp.done(count_write());
-  log(info, 200);
+  log(info, f.status);
 }
 
 restinio::request_handling_status_t Server::Impl::handle(const restinio::request_handle_t& req) {
@@ -326,7 +337,7 @@ restinio::request_handling_status_t Server::Impl::handle(const restinio::request
          info);
     return restinio::request_accepted();
   }
-  dispatch(req, *route, percent_decode(param, false), std::move(info));
+  dispatch(req, *route, request::percent_decode(param, false), std::move(info));
   return restinio::request_accepted();
 }
 
@@ -340,7 +351,14 @@ void Server::Impl::dispatch(const restinio::request_handle_t& req, const api::Ro
           const auto* a = req->header().try_get_field(restinio::http_field::authorization);
           return a ? std::optional<std::string_view>(*a) : std::nullopt;
         }());
-        send_file(req, photos.download(user, param, req->header().query()), info);
+        const auto field = [&](restinio::http_field_t name) -> std::string_view {
+          const auto* v = req->header().try_get_field(name);
+          return v ? std::string_view(*v) : std::string_view{};
+        };
+        send_file(req,
+                  photos.download(user, param, req->header().query(),
+                                  {field(restinio::http_field::if_none_match), field(restinio::http_field::range)}),
+                  info);
       } else {
         send(req, run_op(req, route, param, info), info);
       }
@@ -391,11 +409,11 @@ api::Response Server::Impl::run_op(const restinio::request_handle_t& req, const 
     case Op::Bestcut: {
       // As FastAPI: a body that is not multipart has no form fields, so the handler reports `file`
       // (or `files`) missing with a 422; a multipart body we cannot parse is a 400.
-      std::vector<Part> parts;
-      if (const auto boundary = multipart_boundary(header(restinio::http_field::content_type).value_or(""))) {
+      std::vector<request::Part> parts;
+      if (const auto boundary = request::multipart_boundary(header(restinio::http_field::content_type).value_or(""))) {
         try {
-          parts = parse_multipart(req->body(), *boundary, static_cast<std::size_t>(s.max_bestcut_files) + 16);
-        } catch (const MultipartError& e) {
+          parts = request::parse_multipart(req->body(), *boundary, static_cast<std::size_t>(s.max_bestcut_files) + 16);
+        } catch (const request::MultipartError& e) {
           throw api::ApiError(400, std::string("There was an error parsing the multipart body: ") + e.what());
         }
       }
@@ -403,6 +421,8 @@ api::Response Server::Impl::run_op(const restinio::request_handle_t& req, const 
     }
     case Op::ListPhotos:
       return photos.list(user, h.query());
+    case Op::PhotoInfo:
+      return photos.info(user, param);
     case Op::DeletePhoto:
       return photos.remove(user, param);
     default:

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "imaging/imaging.h"
+#include "imaging/outscale.h"
 #include "storage/files.h"
 #include "upscaler/model_path.h"
 #include "upscaler/upscaler.h"
@@ -151,7 +152,9 @@ void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
   const auto started = Clock::now();
   spdlog::info("job {} photo {}: started by {} (attempt {}/{})", job.id, job.photo_id, w.name, job.attempts,
                job.max_attempts);
-  const auto out_rel = storage::PhotoStore::upscaled_path(job.photo_id);
+  const auto format = imaging::parse_output_format(job.format).value_or(imaging::OutputFormat::Jpeg);
+  const auto out_rel = storage::PhotoStore::upscaled_path(job.photo_id, imaging::extension(format));
+  const auto preview_rel = storage::PhotoStore::preview_path(job.photo_id);
   try {
     const auto bytes = store_.read(job.original_path, kMaxOriginalBytes);
     imaging::Limits limits;
@@ -163,16 +166,23 @@ void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
                      {out.data, out.cols, out.rows, out.step}, [&](int, int) {
                        if (w.cancel) throw Cancelled{};
                      });
-    const auto jpeg = imaging::encode(out, photo.grayscale, imaging::OutputFormat::Jpeg, 95);
+    const auto size = imaging::outscaled(photo.rgb.cols, photo.rgb.rows, job.outscale);
+    if (size.width != out.cols || size.height != out.rows) out = imaging::resize_to(out, size.width, size.height);
+    cv::Mat preview = imaging::fit_within(out, settings_.preview_size);
+    const auto preview_bytes = imaging::encode(preview, photo.grayscale, imaging::OutputFormat::Jpeg, &photo.meta, 85);
+    preview.release();
+    const auto encoded = imaging::encode(out, photo.grayscale, format, &photo.meta, 95);
     if (w.cancel) throw Cancelled{};
-    store_.write(out_rel, jpeg);
+    // The result last, as a completed photo has both.
+    store_.write(preview_rel, preview_bytes);
+    store_.write(out_rel, encoded);
     const double secs = std::chrono::duration<double>(Clock::now() - started).count();
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
-    if (record_completion(w, job, out_rel, ms)) {
-      spdlog::info("job {} photo {}: completed {}x{} -> {}x{} in {:.2f} s", job.id, job.photo_id, photo.rgb.cols,
-                   photo.rgb.rows, out.cols, out.rows, secs);
+    if (record_completion(w, job, out_rel, ms, size)) {
+      spdlog::info("job {} photo {}: completed {}x{} -> {}x{} {} in {:.2f} s", job.id, job.photo_id, photo.rgb.cols,
+                   photo.rgb.rows, out.cols, out.rows, job.format, secs);
     } else if (!jobs.photo_exists(job.photo_id)) {
-      store_.remove(out_rel);  // deleted while it ran: leave nothing behind
+      store_.remove_photo(job.photo_id);  // deleted while it ran: leave nothing behind
       spdlog::info("job {} photo {}: photo was deleted while processing; output removed", job.id, job.photo_id);
     } else {
       spdlog::warn("job {} photo {}: lease lost to another worker; its result stands", job.id, job.photo_id);
@@ -212,14 +222,14 @@ void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
 }
 
 bool JobRunner::record_completion(Worker& w, const db::ClaimedJob& job, const std::string& out_rel,
-                                  std::int64_t duration_ms) {
+                                  std::int64_t duration_ms, imaging::Size size) {
   // The result is on disk: a database outage must not cost the work (or an attempt). Keep trying for as long
   // as a lease lasts, unless we are stopping; a lease that expired meanwhile is still ours unless taken over.
   db::JobRepository jobs(db_);
   const auto give_up = Clock::now() + std::chrono::seconds(settings_.job_lease_s);
   for (bool warned = false;; warned = true) {
     try {
-      return jobs.complete(job.id, w.name, out_rel, wall_ms(), settings_.model, duration_ms);
+      return jobs.complete(job.id, w.name, out_rel, wall_ms(), settings_.model, duration_ms, size.width, size.height);
     } catch (const db::Unavailable& e) {
       if (w.cancel || Clock::now() >= give_up) throw;
       if (!warned)

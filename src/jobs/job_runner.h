@@ -15,6 +15,7 @@
 #include "config/settings.h"
 #include "db/database.h"
 #include "db/repositories.h"
+#include "imaging/outscale.h"
 #include "storage/photo_store.h"
 
 namespace petcam::jobs {
@@ -35,7 +36,8 @@ class JobRunner {
   struct Worker;
   void work(Worker& w);
   void run_job(Worker& w, const db::ClaimedJob& job);
-  bool record_completion(Worker& w, const db::ClaimedJob& job, const std::string& out_rel, std::int64_t duration_ms);
+  bool record_completion(Worker& w, const db::ClaimedJob& job, const std::string& out_rel, std::int64_t duration_ms,
+                         imaging::Size size);
   void heartbeat();
 
   const config::Settings& settings_;

@@ -1,11 +1,13 @@
-// Where photos live: <storage_dir>/originals/<id>.jpg and <storage_dir>/upscaled/<id>.jpg. Paths given
-// to clients and kept in the database are relative, as the original server's were:
-// storage/originals/<id>.jpg.
+// Where photos live: <storage_dir>/originals/<id>.<ext> (the upload, byte for byte),
+// <storage_dir>/upscaled/<id>.<ext> (the result) and <storage_dir>/previews/<id>.thumbnail.jpg and
+// <id>.preview.jpg. Paths given to clients and kept in the database are relative, as the original server's
+// were: storage/originals/<id>.jpg.
 #pragma once
 
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace petcam::storage {
@@ -14,8 +16,11 @@ class PhotoStore {
  public:
   explicit PhotoStore(std::string storage_dir);  // creates the folders
 
-  static std::string original_path(const std::string& id);  // "storage/originals/<id>.jpg"
-  static std::string upscaled_path(const std::string& id);  // "storage/upscaled/<id>.jpg"
+  // `ext` without its dot: "jpg", "png", "webp", "heic".
+  static std::string original_path(const std::string& id, std::string_view ext = "jpg");
+  static std::string upscaled_path(const std::string& id, std::string_view ext = "jpg");
+  static std::string thumbnail_path(const std::string& id);  // "storage/previews/<id>.thumbnail.jpg"
+  static std::string preview_path(const std::string& id);    // "storage/previews/<id>.preview.jpg"
   // The file behind a relative path; throws FileError for a path outside the store.
   std::string absolute(const std::string& relative) const;
 
@@ -23,6 +28,8 @@ class PhotoStore {
   std::vector<std::uint8_t> read(const std::string& relative, std::size_t max_bytes) const;
   // Removes the file if present; true when nothing is left.
   bool remove(const std::string& relative) const noexcept;
+  // Removes every file of the photo: original, result (whatever their types) and previews.
+  void remove_photo(const std::string& id) const noexcept;
 
   // Removes files whose photo `known(id)` does not recognise, and stale temporaries, if they are at least
   // `min_age_s` old (another process may be between writing a file and committing its row). Returns how

@@ -31,6 +31,7 @@ from urllib3.exceptions import NewConnectionError
 
 from conftest import (FULL, PG_BIN, TEST_DATABASE, decode, encode_jpeg, jpeg_size, logged_in_client,
                       photo_image)
+from petcam_testlib import photo_files  # noqa: E402 (conftest puts tests/ on the path)
 
 KILLS = 50 if FULL else 20
 USERS = 4
@@ -331,9 +332,7 @@ def test_kill_9_chaos(start_server):
     # 3. Files on disk == the paths of the rows that exist.
     row_paths = set()
     for pid, (_, p) in existing.items():
-        row_paths.add(p["original_path"])
-        if p["upscaled_path"] is not None:
-            row_paths.add(p["upscaled_path"])
+        row_paths |= photo_files(p)
         if p["status"] == "completed" and p["upscaled_path"] != f"storage/upscaled/{pid}.jpg":
             problems.append(f"{pid}: completed with upscaled_path {p['upscaled_path']!r}")
     if files - row_paths:

@@ -26,7 +26,7 @@ from conftest import (FULL, PG_BIN, PHOTO_KEYS, REPO_ROOT, TEST_DATABASE, UUID_R
 PG_SCRIPT = os.path.join(REPO_ROOT, "scripts", "test-postgres.sh")
 UPLOAD_OK = "Upload successful, processing in background"
 NAMES = ("chelsea", "coffee", "grace_hopper", "astronaut")
-FILE_RE = re.compile(r"^(originals|upscaled)/([0-9a-f-]{36})\.jpg$")
+FILE_RE = re.compile(r"^(?:originals|upscaled|previews)/([0-9a-f-]{36})\.(?:jpg|thumbnail\.jpg|preview\.jpg)$")
 
 
 # ---------------------------------------------------------------- helpers
@@ -59,9 +59,9 @@ def all_files(root):
 def expected_files(completed_ids, pending_ids=()):
     files = set()
     for i in completed_ids:
-        files |= {f"originals/{i}.jpg", f"upscaled/{i}.jpg"}
+        files |= {f"originals/{i}.jpg", f"previews/{i}.thumbnail.jpg", f"upscaled/{i}.jpg", f"previews/{i}.preview.jpg"}
     for i in pending_ids:
-        files.add(f"originals/{i}.jpg")
+        files |= {f"originals/{i}.jpg", f"previews/{i}.thumbnail.jpg"}
     return files
 
 
@@ -733,7 +733,7 @@ def test_sigterm_under_load(start_server):
     assert r.status_code == 200
     assert_upscaled_of(r.content, slow_data)
     orphans = {f for f in files_at_exit
-               if not (FILE_RE.match(f) and FILE_RE.match(f).group(2) in all_ids)}
+               if not (FILE_RE.match(f) and FILE_RE.match(f).group(1) in all_ids)}
     if orphans:
         problems.append(f"files left at exit that no photo owns: {sorted(orphans)[:10]}")
     files = set(all_files(os.path.join(server.data_dir, "storage")))

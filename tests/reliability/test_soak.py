@@ -237,7 +237,13 @@ def test_sustained_upload_load(start_server):
     assert rc == 0, f"exit code {rc} after SIGTERM"
     originals = {os.path.basename(p)[:-4] for p in storage if p.startswith("storage/originals/")}
     upscaled = {os.path.basename(p)[:-4] for p in storage if p.startswith("storage/upscaled/")}
-    others = [p for p in storage if not re.fullmatch(r"storage/(originals|upscaled)/[0-9a-f-]{36}\.jpg", p)]
+    thumbnails = {os.path.basename(p)[:36] for p in storage if p.endswith(".thumbnail.jpg")}
+    previews = {os.path.basename(p)[:36] for p in storage if p.endswith(".preview.jpg")}
+    others = [p for p in storage if not re.fullmatch(
+        r"storage/(originals|upscaled)/[0-9a-f-]{36}\.jpg|storage/previews/[0-9a-f-]{36}\.(thumbnail|preview)\.jpg", p)]
     assert originals == listed, (sorted(originals - listed)[:5], sorted(listed - originals)[:5])
     assert upscaled <= listed, sorted(upscaled - listed)[:5]
+    assert thumbnails == listed, (sorted(thumbnails - listed)[:5], sorted(listed - thumbnails)[:5])
+    # A job writes the preview, then the result.
+    assert upscaled <= previews <= listed, (sorted(upscaled - previews)[:5], sorted(previews - listed)[:5])
     assert not others, others[:10]

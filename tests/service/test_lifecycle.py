@@ -21,8 +21,10 @@ def check_completed(server, client, photo_id, original):
     assert r.status_code == 200, r.text
     assert_upscaled_of(r.content, original)
     assert client.get(f"/photos/{photo_id}?type=original").content == original
-    # No half-written or orphaned files: exactly the two files of this photo.
+    # No half-written or orphaned files: exactly the files of this photo (original, result, thumbnail, preview).
     assert server.storage_files() == [f"storage/originals/{photo_id}.jpg",
+                                      f"storage/previews/{photo_id}.preview.jpg",
+                                      f"storage/previews/{photo_id}.thumbnail.jpg",
                                       f"storage/upscaled/{photo_id}.jpg"]
 
 

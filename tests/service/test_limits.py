@@ -50,7 +50,8 @@ def test_bad_uploads_are_refused_and_leave_nothing(server):
     assert len(real) < MAX_UPLOAD
 
     refusals = {
-        "png": png_bytes(),
+        "gif": b"GIF89a" + bytes(200),
+        "bmp": b"BM" + bytes(200),
         "text": b"hello, this is a text file and not a JPEG at all\n" * 20,
         "empty": b"",
         "truncated": real[: len(real) // 2],
@@ -62,7 +63,7 @@ def test_bad_uploads_are_refused_and_leave_nothing(server):
         detail = assert_detail(r, 400)
         assert isinstance(detail, str) and detail, (what, detail)
     # The content decides, not the declared type or name.
-    assert_detail(c.upload(png_bytes(), filename="x.jpg", content_type="image/jpeg"), 400)
+    assert_detail(c.upload(b"GIF89a" + bytes(200), filename="x.jpg", content_type="image/jpeg"), 400)
 
     for what, data in {"patched real jpeg": patch_jpeg_dimensions(real, 60000, 60000),
                        "bare header": minimal_jpeg_header(60000, 60000),

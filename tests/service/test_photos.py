@@ -151,7 +151,7 @@ def test_bad_photo_ids(server):
     assert_detail(c.get(f"/photos/{uuid.uuid4()}"), 404)
     assert_detail(c.get(f"/photos/{uuid.uuid4()}?type=original"), 404)
     assert_detail(c.delete(f"/photos/{uuid.uuid4()}"), 404)
-    for t in ("foo", "ORIGINAL", "thumbnail"):
+    for t in ("foo", "ORIGINAL", "thumb", "previews"):
         assert_422(c.get(f"/photos/{uuid.uuid4()}", params={"type": t}), ["query", "type"])
 
 

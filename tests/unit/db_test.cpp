@@ -26,6 +26,7 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr std::int64_t kT0 = 1'700'000'000'000;  // a fixed "now", in ms
+constexpr int kMigrations = 3;                   // migrations/{sqlite,postgres}/000N_*
 
 const char* postgres_url() {
   const char* url = std::getenv("PETCAM_TEST_POSTGRES_URL");
@@ -59,7 +60,7 @@ class DbTest : public ::testing::TestWithParam<std::string> {
     }
     db_ = open(url_);
     if (migrate_in_setup()) {
-      ASSERT_EQ(db::migrate_up(*db_), 2);
+      ASSERT_EQ(db::migrate_up(*db_), kMigrations);
     }
   }
 
@@ -133,33 +134,35 @@ INSTANTIATE_TEST_SUITE_P(Backends, DbMigrationTest, ::testing::Values("Sqlite", 
 
 TEST_P(DbMigrationTest, UpDownAndStatusAreIdempotent) {
   auto status = db::migration_status(*db_);
-  ASSERT_EQ(status.size(), 2u);
+  ASSERT_EQ(status.size(), std::size_t{kMigrations});
   EXPECT_EQ(status[0].version, 1);
   EXPECT_EQ(status[0].name, "init");
   EXPECT_EQ(status[1].version, 2);
   EXPECT_EQ(status[1].name, "workers");
+  EXPECT_EQ(status[2].version, 3);
+  EXPECT_EQ(status[2].name, "results");
   EXPECT_FALSE(status[0].applied);
   EXPECT_EQ(db::migrate_down(*db_, 1), 0);  // nothing applied yet, not even the bookkeeping table
 
-  EXPECT_EQ(db::migrate_up(*db_), 2);
+  EXPECT_EQ(db::migrate_up(*db_), kMigrations);
   EXPECT_EQ(db::migrate_up(*db_), 0);
   status = db::migration_status(*db_);
-  ASSERT_EQ(status.size(), 2u);
-  EXPECT_TRUE(status[0].applied && status[1].applied);
+  ASSERT_EQ(status.size(), std::size_t{kMigrations});
+  for (const auto& m : status) EXPECT_TRUE(m.applied) << m.name;
   EXPECT_TRUE(db::UserRepository(*db_).create({"u1", "alice", "h", true}, kT0));
 
   EXPECT_EQ(db::migrate_down(*db_, 1), 1);  // the newest only
   status = db::migration_status(*db_);
   EXPECT_TRUE(status[0].applied);
-  EXPECT_FALSE(status[1].applied);
+  EXPECT_FALSE(status[kMigrations - 1].applied);
   EXPECT_TRUE(db::UserRepository(*db_).exists("u1"));
 
-  EXPECT_EQ(db::migrate_down(*db_, 5), 1);
+  EXPECT_EQ(db::migrate_down(*db_, 5), kMigrations - 1);
   EXPECT_EQ(db::migrate_down(*db_, 1), 0);
   EXPECT_FALSE(db::migration_status(*db_)[0].applied);
   EXPECT_THROW(db::UserRepository(*db_).exists("u1"), std::exception);  // the table is gone
 
-  EXPECT_EQ(db::migrate_up(*db_), 2);
+  EXPECT_EQ(db::migrate_up(*db_), kMigrations);
   EXPECT_FALSE(db::UserRepository(*db_).exists("u1"));
 }
 
@@ -170,8 +173,8 @@ TEST_P(DbMigrationTest, ConcurrentStartsApplyEachMigrationOnce) {
   std::vector<std::thread> threads;
   for (auto& d : dbs) threads.emplace_back([&, p = d.get()] { applied += db::migrate_up(*p); });
   for (auto& t : threads) t.join();
-  EXPECT_EQ(applied.load(), 2);
-  EXPECT_TRUE(db::migration_status(*db_)[1].applied);
+  EXPECT_EQ(applied.load(), kMigrations);
+  EXPECT_TRUE(db::migration_status(*db_)[kMigrations - 1].applied);
 }
 
 // ---- users ----
@@ -257,6 +260,60 @@ TEST_P(DbTest, PhotoListPagesBeyondOneBatch) {
   EXPECT_EQ(all.back().id, "p10000");
   EXPECT_TRUE(std::is_sorted(all.begin(), all.end(),
                              [](const auto& a, const auto& b) { return a.created_at_ms > b.created_at_ms; }));
+}
+
+// Version 2's photo fields travel from the upload through the claim to the completed row, in every read path.
+TEST_P(DbTest, PhotoResultFieldsRoundTrip) {
+  const auto alice = add_user("alice");
+  db::Photo p;
+  p.id = "p2";
+  p.user_id = alice.id;
+  p.original_path = "storage/originals/p2.heic";
+  p.created_at_ms = kT0;
+  p.outscale = 2.5;
+  p.format = "webp";
+  p.width = 4032;
+  p.height = 3024;
+  db::PhotoRepository photos(*db_);
+  photos.create_with_job(p, "job-p2", 3, kT0);
+
+  db::JobRepository jobs(*db_);
+  const auto job = jobs.claim("w1", kT0, kT0 + 60'000);
+  ASSERT_TRUE(job);
+  EXPECT_EQ(job->original_path, "storage/originals/p2.heic");
+  EXPECT_DOUBLE_EQ(job->outscale, 2.5);
+  EXPECT_EQ(job->format, "webp");
+  auto listed = photos.list(alice.id, 0, 10);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_FALSE(listed[0].upscaled_width);
+  ASSERT_TRUE(jobs.complete(job->id, "w1", "storage/upscaled/p2.webp", kT0 + 1, "x4fast", 5, 10080, 7560));
+
+  for (const auto& got : {*photos.find(alice.id, "p2"), photos.list(alice.id, 0, 10).at(0)}) {
+    EXPECT_DOUBLE_EQ(got.outscale, 2.5);
+    EXPECT_EQ(got.format, "webp");
+    EXPECT_EQ(got.width, 4032);
+    EXPECT_EQ(got.height, 3024);
+    EXPECT_EQ(got.upscaled_width, 10080);
+    EXPECT_EQ(got.upscaled_height, 7560);
+    EXPECT_EQ(got.upscaled_path, "storage/upscaled/p2.webp");
+  }
+  const auto removed = photos.remove(alice.id, "p2");
+  ASSERT_TRUE(removed);
+  EXPECT_EQ(removed->format, "webp");
+
+  // The seed's defaults for a photo stored without the new fields.
+  db::Photo old;
+  old.id = "p1";
+  old.user_id = alice.id;
+  old.original_path = "storage/originals/p1.jpg";
+  old.created_at_ms = kT0;
+  photos.create_with_job(old, "job-p1", 3, kT0);
+  const auto got = photos.find(alice.id, "p1");
+  ASSERT_TRUE(got);
+  EXPECT_DOUBLE_EQ(got->outscale, 4.0);
+  EXPECT_EQ(got->format, "jpeg");
+  EXPECT_FALSE(got->width);
+  EXPECT_FALSE(got->upscaled_height);
 }
 
 TEST_P(DbTest, PhotoScoreAndOwnership) {
@@ -632,7 +689,7 @@ TEST(DbUrl, SqliteRelativePathCreatesItsDirectoryAndMemoryWorks) {
     o.url = "sqlite:///nested/dir/petcam.db";
     auto d = db::Database::open(o);
     EXPECT_EQ(d->backend(), db::Backend::Sqlite);
-    EXPECT_EQ(db::migrate_up(*d), 2);
+    EXPECT_EQ(db::migrate_up(*d), kMigrations);
     auto lease = d->lease();
     std::string mode;
     int fk = 0;
@@ -648,7 +705,7 @@ TEST(DbUrl, SqliteRelativePathCreatesItsDirectoryAndMemoryWorks) {
   db::Options o;
   o.url = "sqlite:///:memory:";
   auto mem = db::Database::open(o);
-  EXPECT_EQ(db::migrate_up(*mem), 2);
+  EXPECT_EQ(db::migrate_up(*mem), kMigrations);
   EXPECT_TRUE(db::UserRepository(*mem).create({"u", "alice", "h", true}, kT0));
   EXPECT_TRUE(db::UserRepository(*mem).exists("u"));
 }

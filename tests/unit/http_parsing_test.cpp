@@ -2,10 +2,12 @@
 #include <gtest/gtest.h>
 
 #include "http/client_ip.h"
-#include "http/form.h"
-#include "http/multipart.h"
+#include "request/download.h"
+#include "request/form.h"
+#include "request/multipart.h"
 
 using namespace petcam::http;
+using namespace petcam::request;
 
 namespace {
 
@@ -94,4 +96,38 @@ TEST(ClientIp, ForwardedForOnlyFromTrustedProxies) {
   EXPECT_EQ(proxies.client_address("127.0.0.9", "10.0.0.1"), "127.0.0.9");
   EXPECT_THROW(TrustedProxies({"10.0.0.0/33"}), std::invalid_argument);
   EXPECT_THROW(TrustedProxies({"example.com"}), std::invalid_argument);
+}
+
+TEST(Range, OneRangeInEveryForm) {
+  using Kind = ByteRange::Kind;
+  const auto part = [](std::string_view h, std::uint64_t size) {
+    const auto r = parse_range(h, size);
+    return r.kind == Kind::Part ? std::to_string(r.first) + "-" + std::to_string(r.last) : std::string("none");
+  };
+  EXPECT_EQ(part("bytes=0-99", 1000), "0-99");
+  EXPECT_EQ(part("bytes=100-", 1000), "100-999");
+  EXPECT_EQ(part("bytes=-50", 1000), "950-999");
+  EXPECT_EQ(part("bytes=-5000", 1000), "0-999");       // a suffix longer than the file: all of it
+  EXPECT_EQ(part("bytes=990-2000", 1000), "990-999");  // the end clamps to the last byte
+  EXPECT_EQ(part("Bytes = 5-5", 1000), "5-5");
+  EXPECT_EQ(parse_range("bytes=1000-", 1000).kind, Kind::Unsatisfiable);
+  EXPECT_EQ(parse_range("bytes=5000-6000", 1000).kind, Kind::Unsatisfiable);
+  EXPECT_EQ(parse_range("bytes=-0", 1000).kind, Kind::Unsatisfiable);
+  EXPECT_EQ(parse_range("bytes=0-", 0).kind, Kind::Unsatisfiable);
+  // Ignored (the whole file is sent): malformed, several ranges, another unit.
+  for (const char* h : {"bytes=abc", "bytes=0-1,3-4", "items=0-1", "bytes=5-2", "bytes=", "bytes=-", "bytes 0-1",
+                        "bytes=99999999999999999999-", "bytes=+1-2", "bytes=0x1-2"})
+    EXPECT_EQ(parse_range(h, 1000).kind, Kind::Whole) << h;
+}
+
+TEST(IfNoneMatch, WeakComparisonOverAList) {
+  const std::string_view tag = "\"3ff-18ed\"";
+  EXPECT_TRUE(none_match_hits("\"3ff-18ed\"", tag));
+  EXPECT_TRUE(none_match_hits("W/\"3ff-18ed\"", tag));
+  EXPECT_TRUE(none_match_hits("\"x\", \"3ff-18ed\"", tag));
+  EXPECT_TRUE(none_match_hits(" * ", tag));
+  EXPECT_FALSE(none_match_hits("\"3ff-18ee\"", tag));
+  EXPECT_FALSE(none_match_hits("3ff-18ed", tag));  // unquoted: not the tag
+  EXPECT_FALSE(none_match_hits("", tag));
+  EXPECT_FALSE(none_match_hits(",,,", tag));
 }

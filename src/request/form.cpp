@@ -1,6 +1,6 @@
-#include "http/form.h"
+#include "request/form.h"
 
-namespace petcam::http {
+namespace petcam::request {
 
 namespace {
 
@@ -52,4 +52,4 @@ std::optional<std::string> field(const Fields& fields, std::string_view name) {
   return std::nullopt;
 }
 
-}  // namespace petcam::http
+}  // namespace petcam::request

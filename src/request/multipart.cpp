@@ -1,9 +1,9 @@
-#include "http/multipart.h"
+#include "request/multipart.h"
 
 #include <algorithm>
 #include <cctype>
 
-namespace petcam::http {
+namespace petcam::request {
 
 namespace {
 
@@ -115,4 +115,4 @@ std::vector<Part> parse_multipart(std::string_view body, std::string_view bounda
   }
 }
 
-}  // namespace petcam::http
+}  // namespace petcam::request

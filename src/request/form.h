@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-namespace petcam::http {
+namespace petcam::request {
 
 using Fields = std::vector<std::pair<std::string, std::string>>;
 
@@ -19,4 +19,4 @@ std::optional<std::string> field(const Fields& fields, std::string_view name);
 
 std::string percent_decode(std::string_view s, bool plus_is_space);
 
-}  // namespace petcam::http
+}  // namespace petcam::request

@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-namespace petcam::http {
+namespace petcam::request {
 
 class MultipartError : public std::runtime_error {
  public:
@@ -29,4 +29,4 @@ std::optional<std::string> multipart_boundary(std::string_view content_type);
 // Throws MultipartError saying what is malformed. At most max_parts parts.
 std::vector<Part> parse_multipart(std::string_view body, std::string_view boundary, std::size_t max_parts);
 
-}  // namespace petcam::http
+}  // namespace petcam::request
