@@ -59,7 +59,7 @@ class DbTest : public ::testing::TestWithParam<std::string> {
     }
     db_ = open(url_);
     if (migrate_in_setup()) {
-      ASSERT_EQ(db::migrate_up(*db_), 2);
+      ASSERT_EQ(db::migrate_up(*db_), 3);
     }
   }
 
@@ -133,33 +133,35 @@ INSTANTIATE_TEST_SUITE_P(Backends, DbMigrationTest, ::testing::Values("Sqlite", 
 
 TEST_P(DbMigrationTest, UpDownAndStatusAreIdempotent) {
   auto status = db::migration_status(*db_);
-  ASSERT_EQ(status.size(), 2u);
+  ASSERT_EQ(status.size(), 3u);  // 0003 belongs to another change
   EXPECT_EQ(status[0].version, 1);
   EXPECT_EQ(status[0].name, "init");
   EXPECT_EQ(status[1].version, 2);
   EXPECT_EQ(status[1].name, "workers");
+  EXPECT_EQ(status[2].version, 4);
+  EXPECT_EQ(status[2].name, "worker_device");
   EXPECT_FALSE(status[0].applied);
   EXPECT_EQ(db::migrate_down(*db_, 1), 0);  // nothing applied yet, not even the bookkeeping table
 
-  EXPECT_EQ(db::migrate_up(*db_), 2);
+  EXPECT_EQ(db::migrate_up(*db_), 3);
   EXPECT_EQ(db::migrate_up(*db_), 0);
   status = db::migration_status(*db_);
-  ASSERT_EQ(status.size(), 2u);
-  EXPECT_TRUE(status[0].applied && status[1].applied);
+  ASSERT_EQ(status.size(), 3u);
+  EXPECT_TRUE(status[0].applied && status[1].applied && status[2].applied);
   EXPECT_TRUE(db::UserRepository(*db_).create({"u1", "alice", "h", true}, kT0));
 
   EXPECT_EQ(db::migrate_down(*db_, 1), 1);  // the newest only
   status = db::migration_status(*db_);
-  EXPECT_TRUE(status[0].applied);
-  EXPECT_FALSE(status[1].applied);
+  EXPECT_TRUE(status[0].applied && status[1].applied);
+  EXPECT_FALSE(status[2].applied);
   EXPECT_TRUE(db::UserRepository(*db_).exists("u1"));
 
-  EXPECT_EQ(db::migrate_down(*db_, 5), 1);
+  EXPECT_EQ(db::migrate_down(*db_, 5), 2);
   EXPECT_EQ(db::migrate_down(*db_, 1), 0);
   EXPECT_FALSE(db::migration_status(*db_)[0].applied);
   EXPECT_THROW(db::UserRepository(*db_).exists("u1"), std::exception);  // the table is gone
 
-  EXPECT_EQ(db::migrate_up(*db_), 2);
+  EXPECT_EQ(db::migrate_up(*db_), 3);
   EXPECT_FALSE(db::UserRepository(*db_).exists("u1"));
 }
 
@@ -170,8 +172,8 @@ TEST_P(DbMigrationTest, ConcurrentStartsApplyEachMigrationOnce) {
   std::vector<std::thread> threads;
   for (auto& d : dbs) threads.emplace_back([&, p = d.get()] { applied += db::migrate_up(*p); });
   for (auto& t : threads) t.join();
-  EXPECT_EQ(applied.load(), 2);
-  EXPECT_TRUE(db::migration_status(*db_)[1].applied);
+  EXPECT_EQ(applied.load(), 3);
+  EXPECT_TRUE(db::migration_status(*db_)[2].applied);
 }
 
 // ---- users ----
@@ -507,9 +509,9 @@ TEST_P(DbTest, DeletedPhotoTakesItsJobAlong) {
 
 TEST_P(DbTest, WorkersAnnounceBeatAndLeave) {
   db::WorkerRepository workers(*db_);
-  workers.announce({"host-a/0", "host-a", "x4fast", "cpu-bf16"}, kT0);
-  workers.announce({"host-b/0", "host-b", "x4plus", "cuda"}, kT0);
-  workers.announce({"host-a/0", "host-a", "x4fast", "cpu-bf16"}, kT0 + 10);  // a restart refreshes, no duplicate
+  workers.announce({"host-a/0", "host-a", "x4fast", "cpu", "bf16"}, kT0);
+  workers.announce({"host-b/0", "host-b", "x4plus", "cuda:1", "fp16"}, kT0);
+  workers.announce({"host-a/0", "host-a", "x4fast", "cpu", "bf16"}, kT0 + 10);  // a restart refreshes, no duplicate
   EXPECT_EQ(workers.count_alive(kT0), 2);
   workers.heartbeat("host-b/0", kT0 + 60'000);
   EXPECT_EQ(workers.count_alive(kT0 + 30'000), 1);  // host-a stopped beating
@@ -632,7 +634,7 @@ TEST(DbUrl, SqliteRelativePathCreatesItsDirectoryAndMemoryWorks) {
     o.url = "sqlite:///nested/dir/petcam.db";
     auto d = db::Database::open(o);
     EXPECT_EQ(d->backend(), db::Backend::Sqlite);
-    EXPECT_EQ(db::migrate_up(*d), 2);
+    EXPECT_EQ(db::migrate_up(*d), 3);
     auto lease = d->lease();
     std::string mode;
     int fk = 0;
@@ -648,7 +650,7 @@ TEST(DbUrl, SqliteRelativePathCreatesItsDirectoryAndMemoryWorks) {
   db::Options o;
   o.url = "sqlite:///:memory:";
   auto mem = db::Database::open(o);
-  EXPECT_EQ(db::migrate_up(*mem), 2);
+  EXPECT_EQ(db::migrate_up(*mem), 3);
   EXPECT_TRUE(db::UserRepository(*mem).create({"u", "alice", "h", true}, kT0));
   EXPECT_TRUE(db::UserRepository(*mem).exists("u"));
 }
