@@ -32,7 +32,7 @@ petcam::imaging::OutputFormat output_format(const std::string& path) {
 }
 
 struct UpscaleArgs {
-  std::string in, out, model = "x4fast", precision = "auto";
+  std::string in, out, model = "x4fast", precision = "auto", device = "auto";
   int tile = -1, tile_pad = -1, threads = 0, quality = 95;
   std::int64_t max_pixels = petcam::imaging::Limits{}.max_pixels;
 };
@@ -46,8 +46,9 @@ int run_upscale(const UpscaleArgs& a) {
   auto photo = petcam::imaging::decode(petcam::storage::read_file(a.in, kMaxInputBytes), limits);
 
   petcam::upscaler::Params params;
-  params.model_path = petcam::upscaler::resolve_model(a.model);
+  params.device = petcam::upscaler::parse_device(a.device);
   params.precision = petcam::upscaler::parse_precision(a.precision);
+  params.model_path = petcam::upscaler::resolve_model(a.model);
   params.tile = a.tile;
   params.tile_pad = a.tile_pad;
   params.threads = a.threads;
@@ -67,8 +68,9 @@ int run_upscale(const UpscaleArgs& a) {
   const double secs = std::chrono::duration<double>(clock::now() - start).count();
   const auto bytes = petcam::imaging::encode(out, photo.grayscale, format, &photo.meta, a.quality);
   petcam::storage::write_file_atomic(a.out, bytes);
-  std::cerr << fmt::format("upscaled {}x{} -> {}x{} with {} ({}, tile {}+{}) in {:.2f} s\n", w, h, out.cols, out.rows,
-                           up->architecture(), to_string(up->precision()), up->tile(), up->tile_pad(), secs);
+  std::cerr << fmt::format("upscaled {}x{} -> {}x{} with {} ({} on {}, tile {}+{}) in {:.2f} s\n", w, h, out.cols,
+                           out.rows, up->architecture(), to_string(up->precision()), to_string(up->device()),
+                           up->tile(), up->tile_pad(), secs);
   return 0;
 }
 
@@ -98,7 +100,9 @@ int main(int argc, char** argv) {
   up->add_option("--model", ua.model, "x4plus, x4fast, or a path to a .param or .pth")->capture_default_str();
   up->add_option("--tile", ua.tile, "tile size in input px (0 = whole image; default: the model's)");
   up->add_option("--tile-pad", ua.tile_pad, "tile overlap per side (default: seamless for the model)");
-  up->add_option("--precision", ua.precision, "auto, fp32 or bf16")->capture_default_str();
+  up->add_option("--precision", ua.precision, "auto (fp16 on CUDA, else bf16 or fp32), fp32, fp16 (CUDA) or bf16")
+      ->capture_default_str();
+  up->add_option("--device", ua.device, "auto (CUDA when available), cpu, cuda or cuda:N")->capture_default_str();
   up->add_option("--threads", ua.threads, "inference threads (0 = all cores)");
   up->add_option("--quality", ua.quality, "JPEG quality")->capture_default_str();
   up->add_option("--max-pixels", ua.max_pixels, "refuse larger inputs")->capture_default_str();
@@ -113,6 +117,8 @@ int main(int argc, char** argv) {
   std::string role;
   serve->add_option("--role", role, "all (default): HTTP and jobs; api: HTTP only; worker: jobs only (or ROLE)")
       ->check(CLI::IsMember({"all", "api", "worker"}));
+  std::string device;
+  serve->add_option("--device", device, "auto, cpu, cuda (workers spread over the GPUs) or cuda:N (or DEVICE)");
 
   std::string migrate_action = "status";
   int migrate_steps = 1;
@@ -136,7 +142,7 @@ int main(int argc, char** argv) {
   try {
     if (*up) return run_upscale(ua);
     if (*bc) return run_bestcut(burst);
-    if (*serve) return petcam::run_serve(env_file, role);
+    if (*serve) return petcam::run_serve(env_file, role, device);
     if (*migrate) return petcam::run_migrate(migrate_action, migrate_steps, env_file);
     std::cout << "petcam " << kVersion << "\n";
     return 0;

@@ -20,6 +20,7 @@
 #include "http/server.h"
 #include "jobs/job_runner.h"
 #include "storage/photo_store.h"
+#include "upscaler/upscaler.h"
 
 namespace petcam {
 
@@ -90,9 +91,17 @@ void raise_open_file_limit(int max_connections) {
 
 }  // namespace
 
-int run_serve(const std::string& env_file, const std::string& role) {
+int run_serve(const std::string& env_file, const std::string& role, const std::string& device) {
   auto settings = settings_from(env_file);
   if (!role.empty()) settings.role = role;
+  if (!device.empty()) {
+    try {
+      upscaler::parse_device(device);
+    } catch (const std::invalid_argument& e) {
+      throw config::ConfigError(std::string("--device: ") + e.what());
+    }
+    settings.device = device;
+  }
   const bool serves_http = settings.role != "worker";
   const bool runs_jobs = settings.role != "api";
   if (!runs_jobs) settings.job_workers = 0;

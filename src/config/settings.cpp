@@ -13,6 +13,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "upscaler/upscaler.h"
+
 extern char** environ;
 
 namespace petcam::config {
@@ -142,8 +144,17 @@ Settings load_settings(const std::map<std::string, std::string>& env) {
   text("MODELS_DIR", s.models_dir);
   if (s.models_dir.empty()) text("PETCAM_MODELS_DIR", s.models_dir);
   text("PRECISION", s.precision);
-  if (s.precision != "auto" && s.precision != "fp32" && s.precision != "bf16")
-    throw ConfigError("PRECISION=" + s.precision + ": expected auto, fp32 or bf16");
+  text("DEVICE", s.device);
+  try {
+    upscaler::parse_precision(s.precision);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError("PRECISION=" + s.precision + ": " + e.what());
+  }
+  try {
+    upscaler::parse_device(s.device);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError("DEVICE=" + s.device + ": " + e.what());
+  }
   integer("TILE", s.tile, -1, 4096);
   integer("JOB_WORKERS", s.job_workers, 0, 64);
   integer("INFERENCE_THREADS", s.inference_threads, 0, 1024);

@@ -95,10 +95,10 @@ constexpr const char* kRecoverJobs =
 // Workers are woken by this channel when a job is queued or returned (PostgreSQL only; SQLite polls).
 constexpr const char* kNotifyJobs = "NOTIFY petcam_jobs";
 constexpr const char* kUpsertWorker =
-    "INSERT INTO workers (id, host, model, device, started_at, last_heartbeat)"
-    " VALUES (:id, :host, :model, :device, :started_at, :last_heartbeat)"
+    "INSERT INTO workers (id, host, model, device, precision, started_at, last_heartbeat)"
+    " VALUES (:id, :host, :model, :device, :precision, :started_at, :last_heartbeat)"
     " ON CONFLICT (id) DO UPDATE SET host = excluded.host, model = excluded.model, device = excluded.device,"
-    " started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat";
+    " precision = excluded.precision, started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat";
 constexpr const char* kWorkerHeartbeat = "UPDATE workers SET last_heartbeat = :now WHERE id = :id";
 constexpr const char* kDeleteWorker = "DELETE FROM workers WHERE id = :id";
 constexpr const char* kCountWorkers = "SELECT COUNT(*) FROM workers WHERE last_heartbeat >= :since";
@@ -537,8 +537,8 @@ std::vector<JobRepository::DurationHistogram> JobRepository::durations(const std
 void WorkerRepository::announce(const WorkerInfo& w, std::int64_t now_ms) {
   const long long now = now_ms;
   internal::with_session(db_, true, [&](soci::session& s) {
-    s << kUpsertWorker, soci::use(w.id), soci::use(w.host), soci::use(w.model), soci::use(w.device), soci::use(now),
-        soci::use(now);
+    s << kUpsertWorker, soci::use(w.id), soci::use(w.host), soci::use(w.model), soci::use(w.device),
+        soci::use(w.precision), soci::use(now), soci::use(now);
   });
 }
 

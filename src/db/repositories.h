@@ -122,7 +122,8 @@ struct WorkerInfo {
   std::string id;  // <INSTANCE_ID>/<thread>
   std::string host;
   std::string model;
-  std::string device;
+  std::string device;     // where it runs: "cpu", "cuda:0", ...
+  std::string precision;  // "fp16", "bf16", "fp32"
 };
 
 // Job workers announce themselves, beat while alive and leave on a clean stop.

@@ -58,14 +58,23 @@ void JobRunner::start() {
   params.precision = upscaler::parse_precision(settings_.precision);
   params.tile = settings_.tile;
   params.threads = settings_.inference_threads;
+  // DEVICE=cuda (or auto finding CUDA) without an index spreads the workers over every visible GPU.
+  const auto asked = upscaler::parse_device(settings_.device);
+  const auto first = upscaler::resolve_device(asked);  // throws DeviceError: CUDA asked for, none there
+  const bool spread = first.kind == upscaler::DeviceKind::Cuda && asked.index < 0;
+  const int gpus = spread ? upscaler::cuda_device_count() : 1;
+  std::string devices;
   for (int i = 0; i < settings_.job_workers; ++i) {
     auto w = std::make_unique<Worker>();
     w->name = settings_.instance_id + "/" + std::to_string(i);
+    params.device = spread ? upscaler::Device{upscaler::DeviceKind::Cuda, i % gpus} : first;
     w->model = upscaler::Upscaler::load(params);
+    const auto d = upscaler::to_string(w->model->device());
+    if (devices.find(d) == std::string::npos) devices += (devices.empty() ? "" : ", ") + d;
     workers_.push_back(std::move(w));
   }
   const auto& m = *workers_.front()->model;
-  spdlog::info("jobs: {} worker(s), model {} ({}), {}, tile {}+{}", workers_.size(), params.model_path,
+  spdlog::info("jobs: {} worker(s) on {}, model {} ({}), {}, tile {}+{}", workers_.size(), devices, params.model_path,
                m.architecture(), upscaler::to_string(m.precision()), m.tile(), m.tile_pad());
 
   // Whatever this instance held when it last stopped cannot be running now.
@@ -73,8 +82,10 @@ void JobRunner::start() {
   if (recovered > 0) spdlog::warn("jobs: recovered {} job(s) left processing by a previous run", recovered);
 
   db::WorkerRepository registry(db_);
-  const auto device = std::string("cpu-") + upscaler::to_string(m.precision());
-  for (auto& w : workers_) registry.announce({w->name, host_name(), settings_.model, device}, wall_ms());
+  for (auto& w : workers_)
+    registry.announce({w->name, host_name(), settings_.model, upscaler::to_string(w->model->device()),
+                       upscaler::to_string(w->model->precision())},
+                      wall_ms());
 
   for (auto& w : workers_) w->thread = std::thread([this, p = w.get()] { work(*p); });
   heartbeat_thread_ = std::thread([this] { heartbeat(); });

@@ -25,23 +25,4 @@ bool cpu_has_fast_bf16() {
   return avx512f && (amx_bf16 || avx512_bf16);
 }
 
-const char* to_string(Precision p) {
-  switch (p) {
-    case Precision::Auto:
-      return "auto";
-    case Precision::Fp32:
-      return "fp32";
-    case Precision::Bf16:
-      return "bf16";
-  }
-  return "?";
-}
-
-Precision parse_precision(const std::string& s) {
-  if (s == "auto") return Precision::Auto;
-  if (s == "fp32") return Precision::Fp32;
-  if (s == "bf16") return Precision::Bf16;
-  throw std::invalid_argument("precision must be auto, fp32 or bf16, not '" + s + "'");
-}
-
 }  // namespace petcam::upscaler

@@ -2,7 +2,9 @@
 
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
+#include <torch/version.h>
 
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -14,9 +16,17 @@ namespace {
 constexpr std::size_t kMinCachedBlock = 1u << 20;  // small blocks: glibc's heap already reuses them
 constexpr std::size_t kMaxCachedBytes = 1ull << 30;
 
+// libtorch 2.3 made allocate() non-const and added copy_data(); 1.13 (Debian) has neither change.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#define PETCAM_ALLOCATE_CONST
+#define PETCAM_ALLOCATOR_COPY_DATA
+#else
+#define PETCAM_ALLOCATE_CONST const
+#endif
+
 class CachingAllocator final : public c10::Allocator {
  public:
-  c10::DataPtr allocate(std::size_t n) const override {
+  c10::DataPtr allocate(std::size_t n) PETCAM_ALLOCATE_CONST override {
     void* p = nullptr;
     if (n >= kMinCachedBlock) p = self().take(n);
     if (!p) {
@@ -27,6 +37,11 @@ class CachingAllocator final : public c10::Allocator {
   }
 
   c10::DeleterFnPtr raw_deleter() const override { return &deallocate; }
+#ifdef PETCAM_ALLOCATOR_COPY_DATA
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    std::memcpy(dest, src, count);
+  }
+#endif
 
   void release_all() {
     std::multimap<std::size_t, void*> drop;

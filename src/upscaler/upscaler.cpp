@@ -1,12 +1,18 @@
 #include "upscaler/upscaler.h"
 
 #include <ATen/Parallel.h>
+#include <c10/core/Event.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <thread>
+#include <vector>
 
 #include "upscaler/tensor_cache.h"
 #include "upscaler/tiling.h"
@@ -16,24 +22,55 @@ namespace petcam::upscaler {
 
 namespace {
 
+// A GPU tile is large: the whole image of a phone photo in a few of them. Halved on out-of-memory.
+constexpr int kCudaTile = 1024;
+constexpr int kMinCudaTile = 64;
+
+torch::Dtype dtype_of(Precision p) {
+  switch (p) {
+    case Precision::Fp16:
+      return torch::kHalf;
+    case Precision::Bf16:
+      return torch::kBFloat16;
+    default:
+      return torch::kFloat;
+  }
+}
+
+// Weights in `dtype` on `device`, NHWC: oneDNN and cuDNN (tensor cores) are fastest with NHWC weights and
+// activations; NCHW would reorder around every conv. Done once, at load.
+void place(Network& net, torch::Device device, torch::Dtype dtype) {
+  torch::NoGradGuard no_grad;
+  net.to(device, dtype);
+  for (auto& param : net.parameters())
+    if (param.dim() == 4) param.set_data(param.contiguous(at::MemoryFormat::ChannelsLast));
+}
+
 class TorchUpscaler final : public Upscaler {
  public:
-  TorchUpscaler(std::shared_ptr<Network> net, const Params& p) : net_(std::move(net)) {
-    precision_ =
-        p.precision == Precision::Auto ? (cpu_has_fast_bf16() ? Precision::Bf16 : Precision::Fp32) : p.precision;
-    dtype_ = precision_ == Precision::Bf16 ? torch::kBFloat16 : torch::kFloat;
-    tile_ = p.tile >= 0 ? p.tile : net_->default_tile();
+  // `fallback`: the same network in fp32 on the same GPU, for tiles whose fp16/bf16 output is not finite.
+  TorchUpscaler(std::shared_ptr<Network> net, std::shared_ptr<Network> fallback, const Params& p, Device device,
+                Precision precision)
+      : net_(std::move(net)),
+        fallback_(std::move(fallback)),
+        device_(device),
+        torch_device_(device.kind == DeviceKind::Cuda ? torch::Device(torch::kCUDA, device.index)
+                                                      : torch::Device(torch::kCPU)),
+        precision_(precision),
+        dtype_(dtype_of(precision)) {
+    const bool cuda = device_.kind == DeviceKind::Cuda;
+    tile_ = p.tile >= 0 ? p.tile : cuda ? kCudaTile : net_->default_tile();
     tile_pad_ = p.tile_pad >= 0 ? p.tile_pad : net_->default_tile_pad();
     pre_pad_ = std::max(0, p.pre_pad);
-    // oneDNN is fastest with NHWC weights and activations; NCHW would reorder around every conv.
-    torch::NoGradGuard no_grad;
-    net_->to(dtype_);
-    for (auto& param : net_->parameters())
-      if (param.dim() == 4) param.set_data(param.contiguous(at::MemoryFormat::ChannelsLast));
+    place(*net_, torch_device_, dtype_);
+    if (fallback_) place(*fallback_, torch_device_, torch::kFloat);
+    if (cuda) warm_up();
   }
 
   int scale() const override { return net_->scale(); }
   Precision precision() const override { return precision_; }
+  Device device() const override { return device_; }
+  int fp32_redos() const override { return fp32_redos_; }
   std::string architecture() const override { return net_->describe(); }
   int tile() const override { return tile_; }
   int tile_pad() const override { return tile_pad_; }
@@ -50,6 +87,15 @@ class TorchUpscaler final : public Upscaler {
     struct ReleaseCache {  // hold the tile working set only while tiles run, even on errors
       ~ReleaseCache() { tensor_cache::release(); }
     } release_cache;
+    if (device_.kind == DeviceKind::Cuda) {
+      try {
+        process_cuda(in, out, progress);
+      } catch (const c10::Error& e) {
+        throw std::runtime_error(std::string("inference failed on ") + to_string(device_) + ": " +
+                                 e.what_without_backtrace());
+      }
+      return;
+    }
     const TileGrid grid(in.width + pre_pad_, in.height + pre_pad_, tile_, tile_pad_);
     const int total = grid.count();
     for (int i = 0; i < total; ++i) {
@@ -67,7 +113,12 @@ class TorchUpscaler final : public Upscaler {
   // The padded tile as an HxWx3 tensor in the model's dtype; rows and columns past the image are
   // reflected (pre_pad), as numpy's reflect pad does.
   torch::Tensor input_hwc(ConstImageView in, const Rect& r) const {
-    auto hwc = torch::empty({r.h, r.w, 3}, torch::kUInt8);
+    return input_u8(in, r, torch::kUInt8).to(torch::kFloat).div_(255.0).to(dtype_);
+  }
+
+  // The padded tile's 8-bit pixels, in memory of `options` (pinned host memory for a GPU upload).
+  static torch::Tensor input_u8(ConstImageView in, const Rect& r, const torch::TensorOptions& options) {
+    auto hwc = torch::empty({r.h, r.w, 3}, options);
     auto* dst = hwc.data_ptr<std::uint8_t>();
     for (int y = 0; y < r.h; ++y) {
       const std::uint8_t* row = in.data + in.stride * static_cast<std::size_t>(reflect(r.y + y, in.height));
@@ -77,7 +128,7 @@ class TorchUpscaler final : public Upscaler {
       for (int x = inside; x < r.w; ++x)
         std::memcpy(d + x * 3, row + static_cast<std::size_t>(reflect(r.x + x, in.width)) * 3, 3);
     }
-    return hwc.to(torch::kFloat).div_(255.0).to(dtype_);
+    return hwc;
   }
 
   static int reflect(int i, int n) {
@@ -144,23 +195,219 @@ class TorchUpscaler final : public Upscaler {
     });
   }
 
+  // ---- CUDA: the tail runs on the GPU too, so only 8-bit pixels cross the bus --------------------------
+
+  // One tile between upload and write-back. The host tensors are pinned, so copies run asynchronously.
+  struct InFlight {
+    Tile tile;
+    Rect core;               // the tile's core clipped to the image
+    torch::Tensor host_in;   // padded input, uint8 HWC; kept for an fp32 redo
+    torch::Tensor host_out;  // the core's 4x output, uint8 HWC
+    torch::Tensor host_bad;  // true when the network's output had a non-finite value
+    std::optional<c10::Event> done;
+  };
+
+  c10::Stream stream() const { return c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(torch_device_); }
+
+  // The image of a padded tile on the GPU: network, tail, x255, clamp, round, crop to the core, uint8 HWC.
+  torch::Tensor infer_u8(Network& net, torch::Dtype dtype, const torch::Tensor& x_u8, const Rect& padded,
+                         const Rect& core, torch::Tensor& bad) {
+    const int s = scale();
+    // HWC -> NCHW sizes with NHWC strides: channels_last without a copy.
+    auto x = x_u8.to(torch::kFloat).div_(255.0).to(dtype).permute({2, 0, 1}).unsqueeze(0);
+    auto y = net.forward(x);
+    bad = torch::isfinite(y).all().logical_not().reshape({1});
+    auto img = y.to(torch::kFloat);
+    if (net.tail() == Tail::PixelShuffleAddInput) {
+      namespace F = torch::nn::functional;
+      img = torch::pixel_shuffle(img, s) +
+            F::interpolate(x.to(torch::kFloat), F::InterpolateFuncOptions()
+                                                    .scale_factor(std::vector<double>{double(s), double(s)})
+                                                    .mode(torch::kNearest));
+    }
+    const int lx0 = core.x - padded.x, ly0 = core.y - padded.y;
+    img = img.narrow(2, ly0 * s, core.h * s).narrow(3, lx0 * s, core.w * s);
+    return img.mul(255.0).clamp_(0.0, 255.0).round_().to(torch::kUInt8).squeeze(0).permute({1, 2, 0}).contiguous();
+  }
+
+  // Queues upload, inference and download of one tile; returns at once. Throws c10::OutOfMemoryError.
+  void launch(InFlight& f, Network& net, torch::Dtype dtype) {
+    const auto pinned = torch::TensorOptions().pinned_memory(true);
+    auto x = f.host_in.to(torch_device_, torch::kUInt8, /*non_blocking=*/true);
+    torch::Tensor bad;
+    auto u8 = infer_u8(net, dtype, x, f.tile.padded, f.core, bad);
+    f.host_out = torch::empty({u8.size(0), u8.size(1), 3}, pinned.dtype(torch::kUInt8));
+    f.host_out.copy_(u8, /*non_blocking=*/true);
+    f.host_bad = torch::empty({1}, pinned.dtype(torch::kBool));
+    f.host_bad.copy_(bad, /*non_blocking=*/true);
+    f.done.emplace(c10::DeviceType::CUDA);
+    f.done->record(stream());
+  }
+
+  static void wait(const InFlight& f) {
+    // c10::Event has no blocking wait in libtorch 1.13; a tile takes milliseconds, so poll finely.
+    while (!f.done->query()) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+
+  // Waits for a launched tile and writes its pixels; a non-finite fp16/bf16 output is redone in fp32.
+  void finish(InFlight& f, ImageView out) {
+    wait(f);
+    if (f.host_bad.item<bool>()) {
+      if (!fallback_) throw std::runtime_error("the network's output is not finite (NaN or inf) even in fp32");
+      launch(f, *fallback_, torch::kFloat);
+      wait(f);
+      ++fp32_redos_;
+      if (f.host_bad.item<bool>()) throw std::runtime_error("the network's output is not finite even in fp32");
+    }
+    const int s = scale();
+    const std::size_t row = static_cast<std::size_t>(f.core.w) * s * 3;
+    const auto* src = f.host_out.data_ptr<std::uint8_t>();
+    for (int y = 0; y < f.core.h * s; ++y)
+      std::memcpy(out.data + out.stride * static_cast<std::size_t>(f.core.y * s + y) +
+                      static_cast<std::size_t>(f.core.x) * s * 3,
+                  src + row * y, row);
+  }
+
+  // A tile ready to launch, or nullopt when its core lies wholly in the pre_pad margin.
+  std::optional<InFlight> stage(ConstImageView in, const Tile& t) const {
+    InFlight f;
+    f.tile = t;
+    f.core = t.core;
+    f.core.w = std::min(f.core.x + f.core.w, in.width) - f.core.x;
+    f.core.h = std::min(f.core.y + f.core.h, in.height) - f.core.y;
+    if (f.core.w <= 0 || f.core.h <= 0) return std::nullopt;
+    f.host_in = input_u8(in, t.padded, torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(true));
+    return f;
+  }
+
+  // Tile i+1 is staged (host) and queued before tile i is written back (host), so the GPU computes while
+  // the CPU copies pixels. One stream: the tiles' GPU work never overlaps, so memory is one tile's.
+  void process_cuda(ConstImageView in, ImageView out, const Progress& progress) {
+    const int w = in.width + pre_pad_, h = in.height + pre_pad_;
+    const TileGrid grid(w, h, tile_, tile_pad_);
+    const int total = grid.count();
+    const int size = tile_ > 0 ? tile_ : std::max(w, h);
+    std::optional<InFlight> prev;
+    for (int i = 0; i < total; ++i) {
+      auto cur = stage(in, grid.at(i));
+      bool oom = false;
+      if (cur) {
+        try {
+          launch(*cur, *net_, dtype_);
+        } catch (const c10::OutOfMemoryError&) {
+          oom = true;
+        }
+      }
+      if (prev) {
+        finish(*prev, out);
+        prev.reset();
+        if (progress) progress(i, total);
+      }
+      if (oom) {
+        cur.reset();  // drop its partial work before retrying smaller
+        run_split(in, out, grid.at(i).core, size / 2, w, h);
+      }
+      if (cur && !oom) {
+        prev = std::move(cur);
+      } else if (progress) {
+        progress(i + 1, total);
+      }
+    }
+    if (prev) {
+      finish(*prev, out);
+      if (progress) progress(total, total);
+    }
+  }
+
+  // A core that ran out of GPU memory, redone as tiles of at most `size` px (one at a time, halving
+  // again if need be). Later images start at this size.
+  void run_split(ConstImageView in, ImageView out, const Rect& region, int size, int w, int h) {
+    if (size < kMinCudaTile)
+      throw std::runtime_error("CUDA out of memory even with " + std::to_string(kMinCudaTile * 2) + " px tiles");
+    tile_ = std::min(tile_ > 0 ? tile_ : size, size);
+    const TileGrid sub(region.w, region.h, size, 0);
+    for (int k = 0; k < sub.count(); ++k) {
+      Tile t = sub.at(k);
+      t.core.x += region.x;
+      t.core.y += region.y;
+      t.padded.x = std::max(0, t.core.x - tile_pad_);
+      t.padded.y = std::max(0, t.core.y - tile_pad_);
+      t.padded.w = std::min(w, t.core.x + t.core.w + tile_pad_) - t.padded.x;
+      t.padded.h = std::min(h, t.core.y + t.core.h + tile_pad_) - t.padded.y;
+      auto f = stage(in, t);
+      if (!f) continue;
+      try {
+        launch(*f, *net_, dtype_);
+      } catch (const c10::OutOfMemoryError&) {
+        f.reset();
+        run_split(in, out, t.core, size / 2, w, h);
+        continue;
+      }
+      finish(*f, out);
+    }
+  }
+
+  // cuDNN handles, kernels and the allocator's first blocks, so the first job is not the slow one.
+  void warm_up() {
+    c10::InferenceMode guard;
+    auto x = torch::zeros({128, 128, 3}, torch::TensorOptions().dtype(torch::kUInt8).device(torch_device_));
+    torch::Tensor bad;
+    const Rect r{0, 0, 128, 128};
+    infer_u8(*net_, dtype_, x, r, r, bad);
+    torch::cuda::synchronize(torch_device_.index());
+  }
+
   std::shared_ptr<Network> net_;
+  std::shared_ptr<Network> fallback_;  // CUDA with fp16/bf16 only
+  Device device_;
+  torch::Device torch_device_;
   Precision precision_ = Precision::Fp32;
   torch::Dtype dtype_ = torch::kFloat;
   int tile_ = 0, tile_pad_ = 0, pre_pad_ = 0;
+  int fp32_redos_ = 0;
 };
 
 }  // namespace
 
+int cuda_device_count() {
+  return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+}
+
+Device resolve_device(const Device& d) {
+  if (d.kind == DeviceKind::Cpu) return {DeviceKind::Cpu, -1};
+  const int count = cuda_device_count();
+  if (d.kind == DeviceKind::Auto) return count > 0 ? Device{DeviceKind::Cuda, 0} : Device{DeviceKind::Cpu, -1};
+  if (count == 0)
+    throw DeviceError("device " + to_string(d) +
+                      ": no CUDA GPU available (this build's libtorch has no CUDA, or no GPU is visible)");
+  if (d.index >= count)
+    throw DeviceError("device " + to_string(d) + ": only " + std::to_string(count) + " CUDA GPU(s) visible");
+  return {DeviceKind::Cuda, std::max(0, d.index)};
+}
+
 std::unique_ptr<Upscaler> Upscaler::load(const Params& params) {
+  const Device device = resolve_device(params.device);
+  const bool cuda = device.kind == DeviceKind::Cuda;
+  Precision precision = params.precision;
+  if (precision == Precision::Auto)
+    precision = cuda ? Precision::Fp16 : cpu_has_fast_bf16() ? Precision::Bf16 : Precision::Fp32;
+  if (!cuda && precision == Precision::Fp16)
+    throw DeviceError("precision fp16 runs on CUDA only; on the CPU use bf16, fp32 or auto");
   const int threads = params.threads > 0 ? params.threads : static_cast<int>(std::thread::hardware_concurrency());
   // Debian's libtorch starts with one intra-op thread: set it explicitly.
   at::set_num_threads(std::max(1, threads));
   tensor_cache::install();
+  std::shared_ptr<Network> net, fallback;
   try {
-    return std::make_unique<TorchUpscaler>(load_network(params.model_path), params);
+    net = load_network(params.model_path);
+    if (cuda && precision != Precision::Fp32) fallback = load_network(params.model_path);
   } catch (const c10::Error& e) {
     throw ModelError(params.model_path + ": " + e.what_without_backtrace());
+  }
+  try {
+    return std::make_unique<TorchUpscaler>(std::move(net), std::move(fallback), params, device, precision);
+  } catch (const c10::Error& e) {
+    throw DeviceError("cannot start on " + to_string(device) + ": " + e.what_without_backtrace());
   }
 }
 

@@ -25,6 +25,7 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = DEPLOY / "Dockerfile.dockerignore"
 COMPOSE = DEPLOY / "docker-compose.yml"
 COMPOSE_GPU = DEPLOY / "docker-compose.gpu.yml"
+DOCKERFILE_GPU = DEPLOY / "Dockerfile.gpu"
 README = DEPLOY / "README.md"
 
 DEBIAN_12 = re.compile(r"^debian:(12|bookworm)(-slim)?(@sha256:[0-9a-f]{64})?$")
@@ -63,6 +64,8 @@ def parse_dockerfile(path):
             words = [w for w in words if not w.startswith("--platform")]
             name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
             stages.append({"name": name, "image": words[0], "instructions": []})
+        elif not stages and instr == "ARG":
+            continue  # a global ARG, for the FROM lines (Dockerfile.gpu's base images)
         else:
             assert stages, f"{instr} before the first FROM"
             stages[-1]["instructions"].append((instr, args.strip()))
@@ -540,10 +543,15 @@ def test_volumes_are_declared(which, compose, merged):
     assert {"pgdata", "storage"} <= declared
 
 
+def is_gpu_service(service):
+    devices = (((service.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices") or []
+    return any(d.get("driver") == "nvidia" for d in devices)
+
+
 @pytest.mark.parametrize("which", ["base", "with-gpu"])
 def test_app_services_share_one_build(which, compose, merged):
     doc = compose if which == "base" else merged
-    apps = app_services(doc)
+    apps = {n: s for n, s in app_services(doc).items() if not is_gpu_service(s)}  # GPU ones: Dockerfile.gpu
     builds = {json.dumps(s.get("build"), sort_keys=True) for s in apps.values()}
     images = {s.get("image") for s in apps.values()}
     assert len(builds) == 1 and len(images) == 1, f"api and workers must run one image: {builds} {images}"
@@ -652,13 +660,71 @@ def test_workers_scale(which, compose, merged):
         )
 
 
-def test_gpu_worker(compose_gpu):
+GPU_ENV = {"POSTGRES_PASSWORD": "p", "SECRET_KEY": "k", "LIBTORCH_URL": "u", "LIBTORCH_SHA256": "s",
+           "CUDA_KEYRING_SHA256": "c"}
+
+
+def test_gpu_worker(compose_gpu, compose):
     services = compose_gpu["services"]
     assert services, "the GPU file defines no service"
+    base_images = {s.get("image") for s in app_services(compose).values()}
     for name, service in services.items():
         devices = service["deploy"]["resources"]["reservations"]["devices"]
         assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), name
-        assert environment(service, {"POSTGRES_PASSWORD": "p", "SECRET_KEY": "k"}).get("MODEL") == "x4plus"
+        env = environment(service, GPU_ENV)
+        assert env.get("MODEL") == "x4plus"
+        assert env.get("DEVICE") == "cuda", f"{name}: a GPU worker must ask for CUDA (and fail without it)"
+        build = service["build"]
+        assert (DEPLOY / build["context"]).resolve() == ROOT
+        assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE_GPU
+        assert set(build.get("args", {})) >= {"LIBTORCH_URL", "LIBTORCH_SHA256"}, build
+        # Its image must not be the CPU image's name, or one build would overwrite the other.
+        assert service.get("image") not in base_images, service.get("image")
+    header = COMPOSE_GPU.read_text().split("services:", 1)[0]
+    assert "DOES NOT USE THE GPU" not in header.upper()
+    assert "Dockerfile.gpu" in header
+
+
+@pytest.fixture(scope="module")
+def gpu_stages():
+    return parse_dockerfile(DOCKERFILE_GPU)
+
+
+def test_gpu_dockerfile_stages(gpu_stages):
+    assert [s["name"] for s in gpu_stages] == ["build", "runtime"]
+    text = DOCKERFILE_GPU.read_text()
+    # The base images are build arguments with Debian 12 defaults (the server links Debian 12's libraries).
+    defaults = dict(re.findall(r"^ARG (BUILD_IMAGE|RUNTIME_IMAGE)=(\S+)$", text, re.M))
+    assert DEBIAN_12.match(defaults["BUILD_IMAGE"]) and DEBIAN_12_RUNTIME.match(defaults["RUNTIME_IMAGE"]), defaults
+    assert gpu_stages[0]["image"] == "${BUILD_IMAGE}" and gpu_stages[1]["image"] == "${RUNTIME_IMAGE}"
+
+
+def test_gpu_dockerfile_verifies_the_cuda_libtorch(gpu_stages):
+    build = gpu_stages[0]
+    args = [a for i, a in build["instructions"] if i == "ARG"]
+    assert "LIBTORCH_URL" in args and "LIBTORCH_SHA256" in args, args
+    runs = instructions(build, "RUN")
+    fetch = next(r for r in runs if '"${LIBTORCH_URL}"' in r)
+    # Downloaded, checked against the pinned hash, and only then unpacked.
+    assert fetch.index("curl") < fetch.index("sha256sum -c") < fetch.index("unzip"), fetch
+    assert "${LIBTORCH_SHA256}" in fetch.split("sha256sum -c")[0]
+    assert "libtorch_cuda.so" in fetch, "a CPU-only archive must fail the build"
+    configure = [c for r in runs for c in shell_commands(r) if c[:2] == ["cmake", "-S"]]
+    assert configure and "-DTorch_DIR=/opt/libtorch/share/cmake/Torch" in configure[0], configure
+
+
+def test_gpu_runtime_stage(gpu_stages):
+    runtime = gpu_stages[1]
+    env = env_of(runtime)
+    assert env.get("NVIDIA_VISIBLE_DEVICES") and "compute" in env.get("NVIDIA_DRIVER_CAPABILITIES", ""), env
+    assert env.get("DEVICE") == "cuda"
+    assert "/opt/libtorch/lib" in env.get("LD_LIBRARY_PATH", "")
+    copies = [a for i, a in runtime["instructions"] if i == "COPY"]
+    assert any("/opt/libtorch/lib/" in c and "--from=build" in c for c in copies), copies
+    assert any("/app/petcam" in c for c in copies), copies
+    assert "libtorch1.13" not in runtime_packages(runtime)[0], "Debian's CPU libtorch has no place here"
+    assert [a for i, a in runtime["instructions"] if i == "USER"] == ["petcam"]
+    assert exec_form([a for i, a in runtime["instructions"] if i == "ENTRYPOINT"][-1]) == ["/app/petcam"]
 
 
 # --- build context ----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from skimage.filters import gaussian
 
-from conftest import (MODELS_DIR, PHOTOS, PYTHON, REF_SCRIPT, SCALE, cut, load, psnr, run, save)
+from conftest import (MODELS_DIR, PHOTOS, PYTHON, REF_SCRIPT, SCALE, THREADS, cut, load, psnr, run, save)
 
 MODELS = ["x4fast", "x4plus"]
 TILE = {"x4fast": 48, "x4plus": 32}  # 2 x 2 tiles on the MODEL_INPUTS crops
@@ -132,6 +132,49 @@ def test_precision_auto(petcam, ref, inputs):
     p = psnr(ours, ref.upscale(src, "x4fast"))
     print(f"\nx4fast --precision auto vs reference fp32: {p:.2f} dB")
     assert p >= 35.0
+
+
+# ---------------------------------------------------------------- devices
+
+def _cuda_visible():
+    import torch  # the reference's torch; our libtorch is Debian's CPU-only one too
+    return torch.cuda.is_available()
+
+
+def test_device_auto_runs_on_the_cpu_here(petcam, inputs):
+    if _cuda_visible():
+        pytest.skip("a CUDA GPU is visible")
+    out = os.path.join(petcam.workdir, "auto_device.png")
+    r = petcam.run("upscale", inputs["x4fast"], out, "--model", "x4fast", "--device", "auto",
+                   "--threads", THREADS)
+    assert r.returncode == 0, r.stderr
+    assert " on cpu, tile " in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_device_cuda_fails_clearly_on_a_cpu_only_build(device, petcam, inputs):
+    if _cuda_visible():
+        pytest.skip("a CUDA GPU is visible")
+    out = os.path.join(petcam.workdir, "no_gpu.png")
+    r = petcam.run("upscale", inputs["x4fast"], out, "--model", "x4fast", "--device", device)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        f"error: device {device}: no CUDA GPU available "
+        "(this build's libtorch has no CUDA, or no GPU is visible)"], r.stderr
+    assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--device", "gpu"], "device must be auto, cpu, cuda or cuda:N"),
+    (["--device", "cpu", "--precision", "fp16"], "precision fp16 runs on CUDA only"),
+    (["--precision", "half"], "precision must be auto, fp32, fp16 or bf16"),
+])
+def test_bad_device_or_precision_is_one_line(args, message, petcam, inputs):
+    out = os.path.join(petcam.workdir, "bad_device.png")
+    r = petcam.run("upscale", inputs["x4fast"], out, "--model", "x4fast", *args)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
 
 
 # ---------------------------------------------------------------- .pth models

@@ -26,7 +26,7 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr std::int64_t kT0 = 1'700'000'000'000;  // a fixed "now", in ms
-constexpr int kMigrations = 3;                   // migrations/{sqlite,postgres}/000N_*
+constexpr int kMigrations = 4;                   // migrations/{sqlite,postgres}/000N_*
 
 const char* postgres_url() {
   const char* url = std::getenv("PETCAM_TEST_POSTGRES_URL");
@@ -141,6 +141,8 @@ TEST_P(DbMigrationTest, UpDownAndStatusAreIdempotent) {
   EXPECT_EQ(status[1].name, "workers");
   EXPECT_EQ(status[2].version, 3);
   EXPECT_EQ(status[2].name, "results");
+  EXPECT_EQ(status[3].version, 4);
+  EXPECT_EQ(status[3].name, "worker_device");
   EXPECT_FALSE(status[0].applied);
   EXPECT_EQ(db::migrate_down(*db_, 1), 0);  // nothing applied yet, not even the bookkeeping table
 
@@ -564,9 +566,9 @@ TEST_P(DbTest, DeletedPhotoTakesItsJobAlong) {
 
 TEST_P(DbTest, WorkersAnnounceBeatAndLeave) {
   db::WorkerRepository workers(*db_);
-  workers.announce({"host-a/0", "host-a", "x4fast", "cpu-bf16"}, kT0);
-  workers.announce({"host-b/0", "host-b", "x4plus", "cuda"}, kT0);
-  workers.announce({"host-a/0", "host-a", "x4fast", "cpu-bf16"}, kT0 + 10);  // a restart refreshes, no duplicate
+  workers.announce({"host-a/0", "host-a", "x4fast", "cpu", "bf16"}, kT0);
+  workers.announce({"host-b/0", "host-b", "x4plus", "cuda:1", "fp16"}, kT0);
+  workers.announce({"host-a/0", "host-a", "x4fast", "cpu", "bf16"}, kT0 + 10);  // a restart refreshes, no duplicate
   EXPECT_EQ(workers.count_alive(kT0), 2);
   workers.heartbeat("host-b/0", kT0 + 60'000);
   EXPECT_EQ(workers.count_alive(kT0 + 30'000), 1);  // host-a stopped beating

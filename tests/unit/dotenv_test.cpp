@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "config/settings.h"
+
 using petcam::config::ConfigError;
 using petcam::config::parse_dotenv;
 
@@ -38,4 +40,19 @@ TEST(Dotenv, NamesTheLineOfAMistake) {
   EXPECT_EQ(error_of("1A=1"), ".env line 1: '1A' is not a valid variable name");
   EXPECT_EQ(error_of("A=\"open"), ".env line 1: unterminated quote");
   EXPECT_EQ(error_of("A=\"x\" y"), ".env line 1: text after the closing quote");
+}
+
+TEST(Settings, DeviceAndPrecisionAreCheckedAtStart) {
+  using petcam::config::load_settings;
+  EXPECT_EQ(load_settings({}).device, "auto");
+  EXPECT_EQ(load_settings({{"DEVICE", "cuda:1"}}).device, "cuda:1");
+  EXPECT_EQ(load_settings({{"PRECISION", "fp16"}}).precision, "fp16");
+  try {
+    load_settings({{"DEVICE", "gpu"}});
+    ADD_FAILURE() << "DEVICE=gpu accepted";
+  } catch (const petcam::config::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("DEVICE=gpu: device must be auto, cpu, cuda or cuda:N"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(load_settings({{"PRECISION", "half"}}), petcam::config::ConfigError);
 }

@@ -73,9 +73,63 @@ TEST(Upscaler, LoadsBothArchitecturesWithTheirCost) {
 }
 
 TEST(Upscaler, AutoPrecisionFollowsTheCpu) {
+  if (up::cuda_device_count() > 0) GTEST_SKIP() << "auto picks the GPU here";
   auto u = load(model("x4fast"), up::Precision::Auto, 0);
   EXPECT_EQ(u->precision(), up::cpu_has_fast_bf16() ? up::Precision::Bf16 : up::Precision::Fp32);
-  EXPECT_THROW(up::parse_precision("fp16"), std::invalid_argument);
+  EXPECT_EQ(u->device(), (up::Device{up::DeviceKind::Cpu, -1}));
+}
+
+TEST(Options, PrecisionNamesRoundTrip) {
+  for (auto p : {up::Precision::Auto, up::Precision::Fp32, up::Precision::Fp16, up::Precision::Bf16})
+    EXPECT_EQ(up::parse_precision(up::to_string(p)), p);
+  EXPECT_EQ(up::parse_precision("fp16"), up::Precision::Fp16);
+  for (const char* bad : {"", "FP16", "half", "fp8", "float32"})
+    EXPECT_THROW(up::parse_precision(bad), std::invalid_argument) << bad;
+}
+
+TEST(Options, DeviceForms) {
+  EXPECT_EQ(up::parse_device("auto"), (up::Device{up::DeviceKind::Auto, -1}));
+  EXPECT_EQ(up::parse_device("cpu"), (up::Device{up::DeviceKind::Cpu, -1}));
+  EXPECT_EQ(up::parse_device("cuda"), (up::Device{up::DeviceKind::Cuda, -1}));
+  EXPECT_EQ(up::parse_device("cuda:0"), (up::Device{up::DeviceKind::Cuda, 0}));
+  EXPECT_EQ(up::parse_device("cuda:13"), (up::Device{up::DeviceKind::Cuda, 13}));
+  for (const char* s : {"auto", "cpu", "cuda", "cuda:0", "cuda:7"}) EXPECT_EQ(up::to_string(up::parse_device(s)), s);
+  for (const char* bad : {"", "gpu", "CUDA", "cuda:", "cuda:-1", "cuda:+1", "cuda:1x", "cuda: 1", "cuda:99999", "cpu:0",
+                          "cuda0", " cpu", "mps"}) {
+    try {
+      up::parse_device(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("auto, cpu, cuda or cuda:N"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Device, AutoIsTheCpuWithoutAGpuAndCudaFailsClearly) {
+  if (up::cuda_device_count() > 0) GTEST_SKIP() << "a CUDA GPU is visible";
+  EXPECT_EQ(up::resolve_device(up::parse_device("auto")), (up::Device{up::DeviceKind::Cpu, -1}));
+  EXPECT_EQ(up::resolve_device(up::parse_device("cpu")), (up::Device{up::DeviceKind::Cpu, -1}));
+  for (const char* asked : {"cuda", "cuda:0", "cuda:1"}) {
+    up::Params p;
+    p.model_path = model("x4fast");
+    p.device = up::parse_device(asked);
+    try {
+      up::Upscaler::load(p);
+      ADD_FAILURE() << asked << " loaded without a GPU";
+    } catch (const up::DeviceError& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(std::string("device ") + asked + ": no CUDA GPU available"), std::string::npos) << msg;
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
+    }
+  }
+}
+
+TEST(Device, Fp16IsRefusedOnTheCpu) {
+  up::Params p;
+  p.model_path = model("x4fast");
+  p.device = up::parse_device("cpu");
+  p.precision = up::Precision::Fp16;
+  EXPECT_THROW(up::Upscaler::load(p), up::DeviceError);
 }
 
 TEST(Upscaler, TilingWithTheReceptiveFieldAsPadIsSeamless) {
