@@ -26,6 +26,8 @@ PACKAGES=(
   openssl ca-certificates
   # HEIC/HEIF and WebP images
   libheif-dev libwebp-dev
+  # SOCI's headers include Boost, which libsoci-dev does not depend on (found by the Docker build)
+  libboost-dev
 )
 
 # For tests, benchmarks and checks only; PETCAM_SETUP=build skips them. A package not named here is installed
