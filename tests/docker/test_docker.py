@@ -14,7 +14,6 @@ when missing), PETCAM_DOCKER_KEEP=1 (leave the deployment up at the end).
 """
 
 import io
-import json
 import os
 import re
 import secrets
@@ -357,14 +356,24 @@ def test_down_then_up_keeps_account_and_photos(dep):
     assert user.download(STATE["big_id"], "original") == STATE["big"]
 
 
-def test_job_time_on_the_host(dep, tmp_path):
+def test_upscale_command_in_a_container_and_on_the_host(dep, tmp_path):
+    """`petcam upscale` on the same photos, in the image and on the host: the same work, process start and
+    model load included (the job times above exclude those)."""
     binary = Path(os.environ.get("PETCAM_HOST_BIN", ROOT / "build" / "release" / "petcam"))
-    if not binary.is_file():
-        pytest.skip(f"{binary} is missing: no host figure (set PETCAM_HOST_BIN)")
+    tmp_path.chmod(0o777)  # the container's user (10001) writes its output here
     for name, data in (("chelsea 451x300", STATE["chelsea"]), ("1024x1200", STATE["big"])):
         src = tmp_path / "in.jpg"
         src.write_bytes(data)
+        src.chmod(0o644)
         t0 = time.monotonic()
-        run([str(binary), "upscale", str(src), str(tmp_path / "out.jpg"), "--model", "x4fast"], timeout=600,
-            cwd=binary.parent)
-        figure(f"{name} on the host ({binary}, wall incl. model load)", f"{time.monotonic() - t0:.2f} s")
+        run([DOCKER, "run", "--rm", "--network", "none", "-v", f"{tmp_path}:/work", IMAGE,
+             "upscale", "/work/in.jpg", "/work/out-container.jpg", "--model", "x4fast"], timeout=600)
+        figure(f"petcam upscale {name} in a container (docker run, wall)", f"{time.monotonic() - t0:.2f} s")
+        w, h = image_size(data)
+        assert image_size((tmp_path / "out-container.jpg").read_bytes()) == (4 * w, 4 * h)
+        if not binary.is_file():
+            print(f"\n(test) {binary} is missing: no host figure (set PETCAM_HOST_BIN)")
+            continue
+        t0 = time.monotonic()
+        run([str(binary), "upscale", str(src), str(tmp_path / "out-host.jpg"), "--model", "x4fast"], timeout=600)
+        figure(f"petcam upscale {name} on the host ({binary}, wall)", f"{time.monotonic() - t0:.2f} s")
