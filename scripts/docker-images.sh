@@ -82,10 +82,20 @@ make_rootfs_tarballs() {
          "$dir"/var/log/* "$dir"/tmp/* "$dir"/root/.bash_history
   # Images need no downloaded package lists or indexes of translations.
   printf 'Acquire::Languages "none";\n' > "$dir/etc/apt/apt.conf.d/90petcam-no-languages"
-  tar -C "$dir" --numeric-owner --xattrs -cf "$full.tmp" . && mv "$full.tmp" "$full"
 
   # slim: dpkg stops installing documentation, man pages and translations, and the ones already there go.
   cp -a "$dir" "$dir.slim"
+
+  # debian:12 is the build stage's base, which fetches from the npm registry: it trusts what this machine
+  # trusts, the local CAs that ca-certificates adds when setup.sh installs it (a TLS-inspecting egress proxy's
+  # CA, say), also for npm, which reads only its own cafile. PETCAM_DOCKER_LOCAL_CAS=0 leaves them out.
+  if [ "${PETCAM_DOCKER_LOCAL_CAS:-1}" != 0 ] && compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    log "debian:12 gets this machine's local CAs: $(cd /usr/local/share/ca-certificates && echo *.crt)"
+    mkdir -p "$dir/usr/local/share/ca-certificates" "$dir/usr/etc"
+    cp /usr/local/share/ca-certificates/*.crt "$dir/usr/local/share/ca-certificates/"
+    echo "cafile=/etc/ssl/certs/ca-certificates.crt" | tee "$dir/etc/npmrc" > "$dir/usr/etc/npmrc"
+  fi
+  tar -C "$dir" --numeric-owner --xattrs -cf "$full.tmp" . && mv "$full.tmp" "$full"
   cat > "$dir.slim/etc/dpkg/dpkg.cfg.d/90petcam-slim" <<'CFG'
 path-exclude /usr/share/doc/*
 path-include /usr/share/doc/*/copyright
