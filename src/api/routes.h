@@ -16,6 +16,7 @@ enum class Op {
   GetPhoto,
   PhotoInfo,
   DeletePhoto,
+  Events,
   Health,
   Metrics,
   OpenApi,
@@ -30,7 +31,7 @@ struct Route {
   bool in_schema;  // documented in openapi.json (the docs pages themselves are not, as in FastAPI)
 };
 
-inline constexpr std::array<Route, 13> kRoutes{{
+inline constexpr std::array<Route, 14> kRoutes{{
     {"POST", "/register", Op::Register, true},
     {"POST", "/token", Op::Token, true},
     {"POST", "/upscale", Op::Upscale, true},
@@ -39,6 +40,7 @@ inline constexpr std::array<Route, 13> kRoutes{{
     {"GET", "/photos/{photo_id}", Op::GetPhoto, true},
     {"GET", "/photos/{photo_id}/info", Op::PhotoInfo, true},
     {"DELETE", "/photos/{photo_id}", Op::DeletePhoto, true},
+    {"GET", "/events", Op::Events, true},
     {"GET", "/health", Op::Health, true},
     {"GET", "/metrics", Op::Metrics, false},  // Prometheus text, not part of the app's API
     {"GET", "/openapi.json", Op::OpenApi, false},

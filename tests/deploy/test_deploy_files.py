@@ -836,7 +836,9 @@ def test_docker_compose_config_accepts_the_files(extra, tmp_path):
     if not exe:
         pytest.skip("docker-compose is not installed")
     env = tmp_path / "env"
-    env.write_text("SECRET_KEY=k\nPOSTGRES_PASSWORD=p\n")
+    # The GPU file needs its CUDA libtorch named (it is only read here, never fetched).
+    env.write_text("SECRET_KEY=k\nPOSTGRES_PASSWORD=p\nLIBTORCH_URL=https://libtorch.invalid/cuda.zip\n"
+                   "LIBTORCH_SHA256=0\nCUDA_KEYRING_SHA256=0\n")
     created = not (ROOT / ".env").exists()
     if created:
         (ROOT / ".env").write_text("")

@@ -26,7 +26,7 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr std::int64_t kT0 = 1'700'000'000'000;  // a fixed "now", in ms
-constexpr int kMigrations = 4;                   // migrations/{sqlite,postgres}/000N_*
+constexpr int kMigrations = 5;                   // migrations/{sqlite,postgres}/000N_*
 
 const char* postgres_url() {
   const char* url = std::getenv("PETCAM_TEST_POSTGRES_URL");
@@ -262,6 +262,101 @@ TEST_P(DbTest, PhotoListPagesBeyondOneBatch) {
   EXPECT_EQ(all.back().id, "p10000");
   EXPECT_TRUE(std::is_sorted(all.begin(), all.end(),
                              [](const auto& a, const auto& b) { return a.created_at_ms > b.created_at_ms; }));
+}
+
+// Progress, error and times follow the job; every change is announced (SQLite: in this process, after commit).
+TEST_P(DbTest, ProgressErrorsTimesAndChangesFollowTheJob) {
+  std::vector<db::PhotoChange> heard;
+  std::mutex heard_mutex;
+  if (!postgres())  // PostgreSQL delivers through LISTEN, which the service tests cover
+    db_->on_photo_change([&](const db::PhotoChange& c) {
+      std::lock_guard lock(heard_mutex);
+      heard.push_back(c);
+    });
+  const auto alice = add_user("alice");
+  add_photo(alice, "p1", kT0, 1);
+  db::JobRepository jobs(*db_);
+  db::PhotoRepository photos(*db_);
+  auto p = photos.find(alice.id, "p1");
+  ASSERT_TRUE(p);
+  EXPECT_DOUBLE_EQ(p->progress, 0.0);
+  EXPECT_FALSE(p->started_at_ms || p->completed_at_ms || p->error);
+
+  const auto job = jobs.claim("w1", kT0 + 10, kT0 + 60'000);
+  ASSERT_TRUE(job);
+  EXPECT_EQ(job->user_id, alice.id);
+  EXPECT_TRUE(jobs.progress("p1", 0.5));
+  EXPECT_TRUE(jobs.progress("p1", 0.25));  // never lowered
+  p = photos.find(alice.id, "p1");
+  EXPECT_DOUBLE_EQ(p->progress, 0.5);
+  EXPECT_EQ(p->started_at_ms, kT0 + 10);
+  EXPECT_FALSE(jobs.progress("no-such-photo", 0.5));
+
+  EXPECT_EQ(
+      jobs.fail(job->id, "w1", "decode: libjpeg said X at /tmp/x", kT0 + 20, kT0 + 30, "Image could not be decoded"),
+      db::FailOutcome::Failed);
+  p = photos.find(alice.id, "p1");
+  EXPECT_EQ(p->status, "failed");
+  EXPECT_EQ(p->error, "Image could not be decoded");
+  EXPECT_EQ(p->completed_at_ms, kT0 + 20);
+
+  add_photo(alice, "p2", kT0 + 1);
+  const auto job2 = jobs.claim("w1", kT0 + 40, kT0 + 60'000);
+  ASSERT_TRUE(job2);
+  EXPECT_TRUE(jobs.complete(job2->id, "w1", "storage/upscaled/p2.jpg", kT0 + 50, "x4fast", 10, 8, 8));
+  p = photos.find(alice.id, "p2");
+  EXPECT_DOUBLE_EQ(p->progress, 1.0);
+  EXPECT_EQ(p->completed_at_ms, kT0 + 50);
+  EXPECT_FALSE(p->error);
+  ASSERT_TRUE(photos.remove(alice.id, "p2"));
+
+  if (!postgres()) {
+    std::lock_guard lock(heard_mutex);
+    std::vector<std::string> seen;
+    for (const auto& c : heard) seen.push_back(c.photo_id + (c.deleted ? "-" : "+"));
+    // p1: created, claimed, progress twice (even when not raised), failed; p2: created, claimed, completed, deleted.
+    EXPECT_EQ(seen, (std::vector<std::string>{"p1+", "p1+", "p1+", "p1+", "p1+", "p2+", "p2+", "p2+", "p2-"}));
+    for (const auto& c : heard) EXPECT_EQ(c.user_id, alice.id);
+  }
+}
+
+TEST(PhotoChange, PayloadRoundTrip) {
+  db::PhotoChange c{"u-1", "p-2", true}, back;
+  EXPECT_EQ(db::to_payload(c), "u-1 p-2 d");
+  ASSERT_TRUE(db::from_payload(db::to_payload(c), back));
+  EXPECT_EQ(back.user_id, "u-1");
+  EXPECT_EQ(back.photo_id, "p-2");
+  EXPECT_TRUE(back.deleted);
+  for (const char* bad : {"", "u p", "u p x", "u p pp", " p p", "u  p", "u p p extra"})
+    EXPECT_FALSE(db::from_payload(bad, back)) << bad;
+}
+
+TEST_P(DbTest, IdempotencyKeysClaimReplayExpireAndSweep) {
+  const auto alice = add_user("alice"), bob = add_user("bob");
+  db::IdempotencyRepository keys(*db_);
+  const auto day = 24ll * 3600 * 1000;
+  EXPECT_FALSE(keys.claim(alice.id, "k", "fp1", kT0, kT0 - day, kT0 - 120'000));  // ours
+  auto seen = keys.claim(alice.id, "k", "fp1", kT0 + 1, kT0 + 1 - day, kT0 - 120'000);
+  ASSERT_TRUE(seen);  // in flight
+  EXPECT_EQ(seen->fingerprint, "fp1");
+  EXPECT_FALSE(seen->status);
+  EXPECT_FALSE(keys.claim(bob.id, "k", "fp9", kT0, kT0 - day, kT0 - 120'000));  // another user: another key
+
+  keys.finish(alice.id, "k", 200, R"({"id":"x"})");
+  seen = keys.claim(alice.id, "k", "fp2", kT0 + 2, kT0 + 2 - day, kT0 - 120'000);
+  ASSERT_TRUE(seen);
+  EXPECT_EQ(seen->status, 200);
+  EXPECT_EQ(seen->body, R"({"id":"x"})");
+  EXPECT_EQ(seen->fingerprint, "fp1");  // the caller answers 422 for fp2
+
+  // Released (the request failed): free again. A stale in-flight record: taken over.
+  keys.release(bob.id, "k");
+  EXPECT_FALSE(keys.claim(bob.id, "k", "fp9", kT0 + 3, kT0 + 3 - day, kT0 - 120'000));
+  EXPECT_FALSE(keys.claim(bob.id, "k", "fp8", kT0 + 200'000, kT0 - day, kT0 + 200'000 - 120'000));
+  // Past the retention the finished record counts as absent; the sweep removes what is old.
+  EXPECT_FALSE(keys.claim(alice.id, "k", "fp3", kT0 + day + 10, kT0 + 10, kT0 - 120'000));
+  EXPECT_EQ(keys.sweep(kT0 + 100'000), 0);
+  EXPECT_EQ(keys.sweep(kT0 + day + 11), 2);
 }
 
 // Version 2's photo fields travel from the upload through the claim to the completed row, in every read path.
