@@ -16,6 +16,9 @@ enum class Op {
   GetPhoto,
   PhotoInfo,
   DeletePhoto,
+  Me,
+  ChangePassword,
+  DeleteAccount,
   Health,
   Metrics,
   OpenApi,
@@ -30,7 +33,7 @@ struct Route {
   bool in_schema;  // documented in openapi.json (the docs pages themselves are not, as in FastAPI)
 };
 
-inline constexpr std::array<Route, 13> kRoutes{{
+inline constexpr std::array<Route, 16> kRoutes{{
     {"POST", "/register", Op::Register, true},
     {"POST", "/token", Op::Token, true},
     {"POST", "/upscale", Op::Upscale, true},
@@ -39,6 +42,9 @@ inline constexpr std::array<Route, 13> kRoutes{{
     {"GET", "/photos/{photo_id}", Op::GetPhoto, true},
     {"GET", "/photos/{photo_id}/info", Op::PhotoInfo, true},
     {"DELETE", "/photos/{photo_id}", Op::DeletePhoto, true},
+    {"GET", "/users/me", Op::Me, true},
+    {"POST", "/users/me/password", Op::ChangePassword, true},
+    {"DELETE", "/users/me", Op::DeleteAccount, true},
     {"GET", "/health", Op::Health, true},
     {"GET", "/metrics", Op::Metrics, false},  // Prometheus text, not part of the app's API
     {"GET", "/openapi.json", Op::OpenApi, false},

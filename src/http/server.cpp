@@ -9,6 +9,7 @@
 #include <restinio/all.hpp>
 #include <thread>
 
+#include "api/account_api.h"
 #include "api/auth_api.h"
 #include "api/job_metrics.h"
 #include "api/photo_api.h"
@@ -158,22 +159,26 @@ struct Server::Impl {
         docs(d),
         s(c.settings),
         auth(c),
+        accounts(c, auth),
         photos(c),
         pool(static_cast<std::size_t>(s.pool_threads), static_cast<std::size_t>(s.pool_queue)),
         proxies(s.trusted_proxies),
         limit_register(s.rate_register),
         limit_token(s.rate_token),
         limit_upscale(s.rate_upscale),
-        limit_bestcut(s.rate_bestcut) {}
+        limit_bestcut(s.rate_bestcut),
+        limit_account(s.rate_account) {}
 
   api::Context& ctx;
   const api::Docs& docs;
   const config::Settings& s;
   api::AuthApi auth;
+  api::AccountApi accounts;
   api::PhotoApi photos;
   WorkPool pool;
   TrustedProxies proxies;
   RateLimiter limit_register, limit_token, limit_upscale, limit_bestcut;
+  RateLimiter limit_account;  // one budget for the three account routes together
   Metrics metrics;
 
   std::atomic<bool> db_ok{true};
@@ -317,6 +322,11 @@ restinio::request_handling_status_t Server::Impl::handle(const restinio::request
     case Op::Bestcut:
       limiter = &limit_bestcut, small_body = false;
       break;
+    case Op::Me:
+    case Op::ChangePassword:
+    case Op::DeleteAccount:
+      limiter = &limit_account;
+      break;
     default:
       break;
   }
@@ -425,6 +435,12 @@ api::Response Server::Impl::run_op(const restinio::request_handle_t& req, const 
       return photos.info(user, param);
     case Op::DeletePhoto:
       return photos.remove(user, param);
+    case Op::Me:
+      return accounts.me(user);
+    case Op::ChangePassword:
+      return accounts.change_password(user, req->body());
+    case Op::DeleteAccount:
+      return accounts.remove(user, req->body());
     default:
       throw std::logic_error("route without a handler");
   }

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -23,8 +24,10 @@ std::int64_t wall_ms() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-// Thrown from the progress callback to abandon a job between tiles.
+// Thrown from the progress callback to abandon a job between tiles: we are stopping (the job goes back to the
+// queue), or its photo was deleted (nothing to keep).
 struct Cancelled {};
+struct PhotoDeleted {};
 
 constexpr std::size_t kMaxOriginalBytes = 1ull << 30;
 
@@ -39,9 +42,11 @@ struct JobRunner::Worker {
   std::string name;  // <instance_id>/<index>: the lease owner in the jobs table
   std::unique_ptr<upscaler::Upscaler> model;
   std::thread thread;
-  std::mutex mutex;    // guards job_id
-  std::string job_id;  // the job it runs now, for the heartbeat
+  std::mutex mutex;      // guards job_id, photo_id
+  std::string job_id;    // the job it runs now, for the heartbeat
+  std::string photo_id;  // that job's photo
   std::atomic<bool> cancel{false};
+  std::atomic<bool> photo_deleted{false};  // the running job's photo is gone: stop it
 };
 
 JobRunner::JobRunner(const config::Settings& settings, db::Database& db, storage::PhotoStore& store)
@@ -151,10 +156,21 @@ void JobRunner::work(Worker& w) {
     {
       std::lock_guard lock(w.mutex);
       w.job_id = job->id;
+      w.photo_id = job->photo_id;
+      w.photo_deleted = false;
     }
     run_job(w, *job);
     std::lock_guard lock(w.mutex);
     w.job_id.clear();
+    w.photo_id.clear();
+  }
+}
+
+void JobRunner::photos_deleted(const std::vector<std::string>& photo_ids) {
+  for (auto& w : workers_) {
+    std::lock_guard lock(w->mutex);
+    if (!w->photo_id.empty() && std::find(photo_ids.begin(), photo_ids.end(), w->photo_id) != photo_ids.end())
+      w->photo_deleted = true;
   }
 }
 
@@ -176,6 +192,7 @@ void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
     w.model->process({photo.rgb.data, photo.rgb.cols, photo.rgb.rows, photo.rgb.step},
                      {out.data, out.cols, out.rows, out.step}, [&](int, int) {
                        if (w.cancel) throw Cancelled{};
+                       if (w.photo_deleted) throw PhotoDeleted{};
                      });
     const auto size = imaging::outscaled(photo.rgb.cols, photo.rgb.rows, job.outscale);
     if (size.width != out.cols || size.height != out.rows) out = imaging::resize_to(out, size.width, size.height);
@@ -184,6 +201,7 @@ void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
     preview.release();
     const auto encoded = imaging::encode(out, photo.grayscale, format, &photo.meta, 95);
     if (w.cancel) throw Cancelled{};
+    if (w.photo_deleted) throw PhotoDeleted{};
     // The result last, as a completed photo has both.
     store_.write(preview_rel, preview_bytes);
     store_.write(out_rel, encoded);
@@ -198,6 +216,10 @@ void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
     } else {
       spdlog::warn("job {} photo {}: lease lost to another worker; its result stands", job.id, job.photo_id);
     }
+  } catch (const PhotoDeleted&) {
+    // The row went first; files this job or the upload wrote may still be there.
+    store_.remove_photo(job.photo_id);
+    spdlog::info("job {} photo {}: photo was deleted while processing; stopped, output removed", job.id, job.photo_id);
   } catch (const Cancelled&) {
     try {
       jobs.release(job.id, w.name, wall_ms());
@@ -270,8 +292,21 @@ void JobRunner::heartbeat() {
       }
       if (id.empty()) continue;
       try {
-        if (!jobs.renew(id, w->name, wall_ms() + settings_.job_lease_s * 1000ll))
-          spdlog::warn("job {}: lease could not be renewed (deleted or taken over)", id);
+        if (jobs.renew(id, w->name, wall_ms() + settings_.job_lease_s * 1000ll)) continue;
+        std::string photo_id;
+        {
+          std::lock_guard lock(w->mutex);
+          if (w->job_id != id) continue;  // finished meanwhile
+          photo_id = w->photo_id;
+        }
+        if (jobs.photo_exists(photo_id)) {
+          spdlog::warn("job {}: lease could not be renewed (taken over)", id);
+          continue;
+        }
+        // Deleted, perhaps by another process: stop the work now rather than at completion.
+        std::lock_guard lock(w->mutex);
+        if (w->job_id == id) w->photo_deleted = true;
+        spdlog::info("job {} photo {}: deleted while processing; stopping it", id, photo_id);
       } catch (const std::exception& e) {
         spdlog::error("job {}: lease renewal failed: {}", id, e.what());
       }
