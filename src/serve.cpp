@@ -161,7 +161,13 @@ int run_serve(const std::string& env_file, const std::string& role, const std::s
     if (generated)
       spdlog::warn("SECRET_KEY is not set: generated a random key into {}/secret_key (mode 0600); keep that file",
                    settings.data_dir);
-    api::Context ctx{settings, *db, store, auth::TokenKey{secret}, [&runner] { runner.wake(); }};
+    api::Context ctx{settings,
+                     *db,
+                     store,
+                     auth::TokenKey{secret},
+                     [&runner] { runner.wake(); },
+                     [&runner](const std::vector<std::string>& ids) { runner.photos_deleted(ids); },
+                     nullptr};  // account_deleted: set by the HTTP server, which holds the event streams
     api::Docs docs(settings.web_dir);
     http::Server server(ctx, docs);
     server.run([&] { spdlog::info("listening on http://{}:{}", settings.host, settings.port); });

@@ -349,6 +349,7 @@ Response PhotoApi::remove(const std::string& user_id, std::string_view photo_id)
   const auto photo = db::PhotoRepository(ctx_.db).remove(user_id, id);
   if (!photo) throw ApiError(404, "Photo not found");
   // The row is gone first: a job still running on it finds no row and removes its own output.
+  if (ctx_.photos_deleted) ctx_.photos_deleted({id});
   ctx_.store.remove_photo(id);
   return json_response(200, {{"message", "Deleted successfully"}});
 }

@@ -143,6 +143,7 @@ Settings load_settings(const std::map<std::string, std::string>& env) {
   rate("RATE_LIMIT_TOKEN", s.rate_token);
   rate("RATE_LIMIT_UPSCALE", s.rate_upscale);
   rate("RATE_LIMIT_BESTCUT", s.rate_bestcut);
+  rate("RATE_LIMIT_ACCOUNT", s.rate_account);
 
   text("MODEL", s.model);
   text("MODELS_DIR", s.models_dir);

@@ -67,6 +67,7 @@ struct Settings {
   RateLimit rate_token{10, 60, "10 per 1 minute"};
   RateLimit rate_upscale{10, 60, "10 per 1 minute"};
   RateLimit rate_bestcut{10, 60, "10 per 1 minute"};
+  RateLimit rate_account{10, 60, "10 per 1 minute"};  // GET /users/me, POST /users/me/password, DELETE /users/me
 
   // Jobs
   std::string model = "x4fast";    // x4fast, x4plus, or a path to .param / .pth

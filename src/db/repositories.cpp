@@ -22,9 +22,25 @@ constexpr const char* kInsertUser =
     " VALUES (:id, :username, :password_hash, :is_active, :created_at)"
     " ON CONFLICT (username) DO NOTHING RETURNING id";
 // Booleans come back as 0/1 from both backends this way (SQLite has no boolean type).
-constexpr const char* kFindUserByName =
-    "SELECT id, username, password_hash, CASE WHEN is_active THEN 1 ELSE 0 END FROM users WHERE username = :username";
+#define PETCAM_USER_COLUMNS \
+  "id, username, password_hash, CASE WHEN is_active THEN 1 ELSE 0 END, created_at, token_version"
+constexpr const char* kFindUserByName = "SELECT " PETCAM_USER_COLUMNS " FROM users WHERE username = :username";
+constexpr const char* kFindUserById = "SELECT " PETCAM_USER_COLUMNS " FROM users WHERE id = :id";
+#undef PETCAM_USER_COLUMNS
 constexpr const char* kCountUserById = "SELECT COUNT(*) FROM users WHERE id = :id";
+constexpr const char* kUserTokenVersion = "SELECT token_version FROM users WHERE id = :id";
+constexpr const char* kCountPhotosOfUser = "SELECT COUNT(*) FROM photos WHERE user_id = :user_id";
+constexpr const char* kChangePassword =
+    "UPDATE users SET password_hash = :password_hash, token_version = token_version + 1 WHERE id = :id"
+    " RETURNING token_version";
+// Deleting an account. The user row is locked first (PostgreSQL), so no upload can add a photo meanwhile (its
+// insert needs a share lock on the user); then jobs before photos, the order every other writer locks them in.
+constexpr const char* kLockUserPostgres = "SELECT id FROM users WHERE id = :id FOR UPDATE";
+constexpr const char* kLockUserSqlite = "SELECT id FROM users WHERE id = :id";  // BEGIN IMMEDIATE holds the lock
+constexpr const char* kDeleteJobsOfUser =
+    "DELETE FROM jobs WHERE photo_id IN (SELECT id FROM photos WHERE user_id = :user_id)";
+constexpr const char* kDeletePhotosOfUser = "DELETE FROM photos WHERE user_id = :user_id RETURNING id";
+constexpr const char* kDeleteUser = "DELETE FROM users WHERE id = :id";
 
 #define PETCAM_PHOTO_COLUMNS                                                                                     \
   "id, user_id, original_path, upscaled_path, status, latitude, longitude, created_at, score, outscale, format," \
@@ -335,16 +351,81 @@ std::optional<User> UserRepository::create(const User& user, std::int64_t now_ms
   });
 }
 
-std::optional<User> UserRepository::find_by_username(const std::string& username) {
-  return internal::with_session(db_, true, [&](soci::session& s) -> std::optional<User> {
+// One user by `sql` (PETCAM_USER_COLUMNS, one parameter).
+static std::optional<User> find_user(Database& db, const char* sql, const std::string& key) {
+  return internal::with_session(db, true, [&](soci::session& s) -> std::optional<User> {
     User u;
     int active = 0;
-    s << kFindUserByName, soci::use(username), soci::into(u.id), soci::into(u.username), soci::into(u.password_hash),
-        soci::into(active);
+    long long created_at = 0, version = 0;
+    s << sql, soci::use(key), soci::into(u.id), soci::into(u.username), soci::into(u.password_hash), soci::into(active),
+        soci::into(created_at), soci::into(version);
     if (!s.got_data()) return std::nullopt;
     u.is_active = active != 0;
+    u.created_at_ms = created_at;
+    u.token_version = version;
     return u;
   });
+}
+
+std::optional<User> UserRepository::find_by_username(const std::string& username) {
+  return find_user(db_, kFindUserByName, username);
+}
+
+std::optional<User> UserRepository::find(const std::string& id) {
+  return find_user(db_, kFindUserById, id);
+}
+
+std::optional<std::int64_t> UserRepository::token_version(const std::string& id) {
+  return internal::with_session(db_, true, [&](soci::session& s) -> std::optional<std::int64_t> {
+    long long version = 0;
+    s << kUserTokenVersion, soci::use(id), soci::into(version);
+    if (!s.got_data()) return std::nullopt;
+    return version;
+  });
+}
+
+std::int64_t UserRepository::photo_count(const std::string& id) {
+  return internal::with_session(db_, true, [&](soci::session& s) {
+    long long n = 0;
+    s << kCountPhotosOfUser, soci::use(id), soci::into(n);
+    return static_cast<std::int64_t>(n);
+  });
+}
+
+std::optional<std::int64_t> UserRepository::change_password(const std::string& id, const std::string& password_hash) {
+  std::optional<std::int64_t> version;
+  db_.transaction([&](soci::session& s) {
+    version.reset();
+    long long v = 0;
+    s << kChangePassword, soci::use(password_hash), soci::use(id), soci::into(v);
+    if (s.got_data()) version = v;
+  });
+  return version;
+}
+
+std::optional<std::vector<std::string>> UserRepository::remove(const std::string& id) {
+  std::optional<std::vector<std::string>> removed;
+  Changes changes(db_);
+  db_.transaction([&](soci::session& s) {
+    removed.reset();
+    changes.reset();
+    std::string locked;
+    s << (db_.backend() == Backend::Postgres ? kLockUserPostgres : kLockUserSqlite), soci::use(id), soci::into(locked);
+    if (!s.got_data()) return;
+    s << kDeleteJobsOfUser, soci::use(id);
+    std::vector<std::string> photos;
+    {
+      std::string photo_id;
+      soci::statement st = (s.prepare << kDeletePhotosOfUser, soci::use(id), soci::into(photo_id));
+      st.execute();
+      while (st.fetch()) photos.push_back(photo_id);
+    }  // SQLite: the RETURNING statement is finished before the next statement and COMMIT
+    s << kDeleteUser, soci::use(id);
+    for (const auto& photo_id : photos) changes.add(s, {id, photo_id, true});
+    removed = std::move(photos);
+  });
+  changes.deliver();
+  return removed;
 }
 
 // Whether `count_sql` (a COUNT(*) by one id) finds a row.

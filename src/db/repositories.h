@@ -15,6 +15,8 @@ struct User {
   std::string username;
   std::string password_hash;
   bool is_active = true;
+  std::int64_t created_at_ms = 0;  // filled by reads (create takes its time separately)
+  std::int64_t token_version = 0;  // a token counts only while its `ver` equals this
 };
 
 struct Photo {
@@ -43,7 +45,17 @@ class UserRepository {
   // nullopt when the username is taken (unique constraint), never a duplicate row.
   std::optional<User> create(const User& user, std::int64_t now_ms);
   std::optional<User> find_by_username(const std::string& username);
+  std::optional<User> find(const std::string& id);
   bool exists(const std::string& id);
+  // The user's token version; nullopt when there is no such user.
+  std::optional<std::int64_t> token_version(const std::string& id);
+  std::int64_t photo_count(const std::string& id);
+  // New hash and token version + 1 (every token issued before stops counting); the new version, or
+  // nullopt when the user is gone.
+  std::optional<std::int64_t> change_password(const std::string& id, const std::string& password_hash);
+  // The user, their photos and jobs in one transaction; the ids of the photos that were deleted (the caller
+  // removes their files after this returns), or nullopt when there is no such user.
+  std::optional<std::vector<std::string>> remove(const std::string& id);
 
  private:
   Database& db_;

@@ -9,6 +9,7 @@
 #include <restinio/all.hpp>
 #include <thread>
 
+#include "api/account_api.h"
 #include "api/auth_api.h"
 #include "api/events.h"
 #include "api/idempotency.h"
@@ -210,6 +211,7 @@ struct Server::Impl {
         docs(d),
         s(c.settings),
         auth(c),
+        accounts(c, auth),
         photos(c),
         events(c, {c.settings.events_max_streams_per_user, c.settings.events_max_streams,
                    std::max(1, std::min(c.settings.events_keepalive_s, c.settings.handle_timeout_s / 2))}),
@@ -218,17 +220,22 @@ struct Server::Impl {
         limit_register(s.rate_register),
         limit_token(s.rate_token),
         limit_upscale(s.rate_upscale),
-        limit_bestcut(s.rate_bestcut) {}
+        limit_bestcut(s.rate_bestcut),
+        limit_account(s.rate_account) {
+    ctx.account_deleted = [this](const std::string& user_id) { events.close_user(user_id); };
+  }
 
   api::Context& ctx;
   const api::Docs& docs;
   const config::Settings& s;
   api::AuthApi auth;
+  api::AccountApi accounts;
   api::PhotoApi photos;
   api::EventHub events;
   WorkPool pool;
   TrustedProxies proxies;
   RateLimiter limit_register, limit_token, limit_upscale, limit_bestcut;
+  RateLimiter limit_account;  // one budget for the three account routes together
   Metrics metrics;
 
   std::atomic<bool> db_ok{true};
@@ -388,6 +395,11 @@ restinio::request_handling_status_t Server::Impl::handle(const restinio::request
     case Op::Bestcut:
       limiter = &limit_bestcut, small_body = false;
       break;
+    case Op::Me:
+    case Op::ChangePassword:
+    case Op::DeleteAccount:
+      limiter = &limit_account;
+      break;
     default:
       break;
   }
@@ -500,6 +512,12 @@ api::Response Server::Impl::run_op(const restinio::request_handle_t& req, const 
       return photos.info(user, param);
     case Op::DeletePhoto:
       return photos.remove(user, param);
+    case Op::Me:
+      return accounts.me(user);
+    case Op::ChangePassword:
+      return accounts.change_password(user, req->body());
+    case Op::DeleteAccount:
+      return accounts.remove(user, req->body());
     default:
       throw std::logic_error("route without a handler");
   }

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -24,9 +25,9 @@ std::int64_t wall_ms() {
 }
 
 // Thrown from the progress callback between tiles: to return the job to the queue (stopping), or to drop it
-// because its photo was deleted.
+// because its photo was deleted (nothing to keep).
 struct Cancelled {};
-struct Abandoned {};
+struct PhotoDeleted {};
 
 // Progress is written at most this often per job (and at its end by completion).
 constexpr auto kProgressEvery = std::chrono::milliseconds(250);
@@ -54,9 +55,11 @@ struct JobRunner::Worker {
   std::string name;  // <instance_id>/<index>: the lease owner in the jobs table
   std::unique_ptr<upscaler::Upscaler> model;
   std::thread thread;
-  std::mutex mutex;    // guards job_id
-  std::string job_id;  // the job it runs now, for the heartbeat
+  std::mutex mutex;      // guards job_id, photo_id
+  std::string job_id;    // the job it runs now, for the heartbeat
+  std::string photo_id;  // that job's photo
   std::atomic<bool> cancel{false};
+  std::atomic<bool> photo_deleted{false};  // the running job's photo is gone: stop it
 };
 
 JobRunner::JobRunner(const config::Settings& settings, db::Database& db, storage::PhotoStore& store)
@@ -166,10 +169,21 @@ void JobRunner::work(Worker& w) {
     {
       std::lock_guard lock(w.mutex);
       w.job_id = job->id;
+      w.photo_id = job->photo_id;
+      w.photo_deleted = false;
     }
     run_job(w, *job);
     std::lock_guard lock(w.mutex);
     w.job_id.clear();
+    w.photo_id.clear();
+  }
+}
+
+void JobRunner::photos_deleted(const std::vector<std::string>& photo_ids) {
+  for (auto& w : workers_) {
+    std::lock_guard lock(w->mutex);
+    if (!w->photo_id.empty() && std::find(photo_ids.begin(), photo_ids.end(), w->photo_id) != photo_ids.end())
+      w->photo_deleted = true;
   }
 }
 
@@ -182,10 +196,11 @@ void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
   const auto out_rel = storage::PhotoStore::upscaled_path(job.photo_id, imaging::extension(format));
   const auto preview_rel = storage::PhotoStore::preview_path(job.photo_id);
   // Tiles done as progress 0.02..0.95 (decoding before, encoding and writing after), throttled; a photo found
-  // gone on the way stops the job.
+  // gone on the way (told by this process, or found by the progress write) stops the job.
   auto last_write = Clock::now() - kProgressEvery;
   const auto report = [&](double fraction, bool force) {
     if (w.cancel) throw Cancelled{};
+    if (w.photo_deleted) throw PhotoDeleted{};
     if (!force && Clock::now() - last_write < kProgressEvery) return;
     last_write = Clock::now();
     bool exists = true;
@@ -194,7 +209,7 @@ void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
     } catch (const std::exception& e) {
       spdlog::debug("job {} photo {}: progress not recorded: {}", job.id, job.photo_id, e.what());
     }
-    if (!exists) throw Abandoned{};
+    if (!exists) throw PhotoDeleted{};
   };
   try {
     const auto bytes = store_.read(job.original_path, kMaxOriginalBytes);
@@ -214,6 +229,7 @@ void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
     preview.release();
     const auto encoded = imaging::encode(out, photo.grayscale, format, &photo.meta, 95);
     if (w.cancel) throw Cancelled{};
+    if (w.photo_deleted) throw PhotoDeleted{};
     // The result last, as a completed photo has both.
     store_.write(preview_rel, preview_bytes);
     store_.write(out_rel, encoded);
@@ -228,9 +244,10 @@ void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
     } else {
       spdlog::warn("job {} photo {}: lease lost to another worker; its result stands", job.id, job.photo_id);
     }
-  } catch (const Abandoned&) {
+  } catch (const PhotoDeleted&) {
+    // The row went first; files this job or the upload wrote may still be there.
     store_.remove_photo(job.photo_id);
-    spdlog::info("job {} photo {}: photo was deleted while processing; stopped", job.id, job.photo_id);
+    spdlog::info("job {} photo {}: photo was deleted while processing; stopped, output removed", job.id, job.photo_id);
   } catch (const Cancelled&) {
     try {
       jobs.release(job.id, w.name, wall_ms());
@@ -303,8 +320,21 @@ void JobRunner::heartbeat() {
       }
       if (id.empty()) continue;
       try {
-        if (!jobs.renew(id, w->name, wall_ms() + settings_.job_lease_s * 1000ll))
-          spdlog::warn("job {}: lease could not be renewed (deleted or taken over)", id);
+        if (jobs.renew(id, w->name, wall_ms() + settings_.job_lease_s * 1000ll)) continue;
+        std::string photo_id;
+        {
+          std::lock_guard lock(w->mutex);
+          if (w->job_id != id) continue;  // finished meanwhile
+          photo_id = w->photo_id;
+        }
+        if (jobs.photo_exists(photo_id)) {
+          spdlog::warn("job {}: lease could not be renewed (taken over)", id);
+          continue;
+        }
+        // Deleted, perhaps by another process: stop the work now rather than at completion.
+        std::lock_guard lock(w->mutex);
+        if (w->job_id == id) w->photo_deleted = true;
+        spdlog::info("job {} photo {}: deleted while processing; stopping it", id, photo_id);
       } catch (const std::exception& e) {
         spdlog::error("job {}: lease renewal failed: {}", id, e.what());
       }

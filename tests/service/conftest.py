@@ -67,6 +67,7 @@ DEFAULT_ENV = {
     "RATE_LIMIT_TOKEN": "1000/minute",
     "RATE_LIMIT_UPSCALE": "1000/minute",
     "RATE_LIMIT_BESTCUT": "1000/minute",
+    "RATE_LIMIT_ACCOUNT": "1000/minute",
 }
 
 

@@ -26,7 +26,7 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr std::int64_t kT0 = 1'700'000'000'000;  // a fixed "now", in ms
-constexpr int kMigrations = 5;                   // migrations/{sqlite,postgres}/000N_*
+constexpr int kMigrations = 6;                   // migrations/{sqlite,postgres}/000N_*
 
 const char* postgres_url() {
   const char* url = std::getenv("PETCAM_TEST_POSTGRES_URL");
@@ -143,6 +143,10 @@ TEST_P(DbMigrationTest, UpDownAndStatusAreIdempotent) {
   EXPECT_EQ(status[2].name, "results");
   EXPECT_EQ(status[3].version, 4);
   EXPECT_EQ(status[3].name, "worker_device");
+  EXPECT_EQ(status[4].version, 5);
+  EXPECT_EQ(status[4].name, "accounts");
+  EXPECT_EQ(status[5].version, 6);
+  EXPECT_EQ(status[5].name, "jobs_events");
   EXPECT_FALSE(status[0].applied);
   EXPECT_EQ(db::migrate_down(*db_, 1), 0);  // nothing applied yet, not even the bookkeeping table
 
@@ -153,13 +157,17 @@ TEST_P(DbMigrationTest, UpDownAndStatusAreIdempotent) {
   for (const auto& m : status) EXPECT_TRUE(m.applied) << m.name;
   EXPECT_TRUE(db::UserRepository(*db_).create({"u1", "alice", "h", true}, kT0));
 
-  EXPECT_EQ(db::migrate_down(*db_, 1), 1);  // the newest only
+  EXPECT_EQ(db::migrate_down(*db_, 2), 2);  // the newest two: 0006 and 0005
   status = db::migration_status(*db_);
   EXPECT_TRUE(status[0].applied);
-  EXPECT_FALSE(status[kMigrations - 1].applied);
+  EXPECT_FALSE(status[kMigrations - 2].applied || status[kMigrations - 1].applied);
   EXPECT_TRUE(db::UserRepository(*db_).exists("u1"));
+  EXPECT_THROW(db::UserRepository(*db_).token_version("u1"), std::exception);  // 0005's column is gone
+  EXPECT_EQ(db::migrate_up(*db_), 2);
+  EXPECT_EQ(db::UserRepository(*db_).token_version("u1"), 0);  // existing users start at version 0
+  EXPECT_EQ(db::migrate_down(*db_, 1), 1);                     // the newest only
 
-  EXPECT_EQ(db::migrate_down(*db_, 5), kMigrations - 1);
+  EXPECT_EQ(db::migrate_down(*db_, 10), kMigrations - 1);
   EXPECT_EQ(db::migrate_down(*db_, 1), 0);
   EXPECT_FALSE(db::migration_status(*db_)[0].applied);
   EXPECT_THROW(db::UserRepository(*db_).exists("u1"), std::exception);  // the table is gone
@@ -204,6 +212,61 @@ TEST_P(DbTest, UserCreateFindAndDuplicate) {
 
   ASSERT_TRUE(users.create({"u-carol", "carol", "h", false}, kT0));
   EXPECT_FALSE(users.find_by_username("carol")->is_active);
+}
+
+TEST_P(DbTest, UserFieldsAndPasswordChangeBumpsTheTokenVersion) {
+  db::UserRepository users(*db_);
+  const auto alice = add_user("alice");
+  auto found = users.find(alice.id);
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->username, "alice");
+  EXPECT_EQ(found->created_at_ms, kT0);
+  EXPECT_EQ(found->token_version, 0);
+  EXPECT_EQ(users.token_version(alice.id), 0);
+  EXPECT_EQ(users.token_version("nobody"), std::nullopt);
+  EXPECT_FALSE(users.find("nobody"));
+
+  EXPECT_EQ(users.change_password(alice.id, "$argon2id$new"), 1);
+  EXPECT_EQ(users.change_password(alice.id, "$argon2id$newer"), 2);
+  EXPECT_EQ(users.token_version(alice.id), 2);
+  EXPECT_EQ(users.find_by_username("alice")->password_hash, "$argon2id$newer");
+  EXPECT_EQ(users.find_by_username("alice")->token_version, 2);
+  EXPECT_EQ(users.change_password("nobody", "h"), std::nullopt);
+}
+
+TEST_P(DbTest, DeletedUserTakesPhotosAndJobsAlong) {
+  db::UserRepository users(*db_);
+  const auto alice = add_user("alice");
+  const auto bob = add_user("bob");
+  add_photo(alice, "a1", kT0);
+  add_photo(alice, "a2", kT0 + 1000);
+  add_photo(bob, "b1", kT0 + 2000);
+  db::JobRepository jobs(*db_);
+  auto running = jobs.claim("w1", kT0 + 5000, kT0 + 60'000);  // a1's job, the oldest
+  ASSERT_TRUE(running);
+  EXPECT_EQ(running->photo_id, "a1");
+  EXPECT_EQ(users.photo_count(alice.id), 2);
+
+  auto removed = users.remove(alice.id);
+  ASSERT_TRUE(removed);
+  std::sort(removed->begin(), removed->end());
+  EXPECT_EQ(*removed, (std::vector<std::string>{"a1", "a2"}));
+  EXPECT_FALSE(users.exists(alice.id));
+  EXPECT_FALSE(users.find_by_username("alice"));
+  EXPECT_EQ(users.photo_count(alice.id), 0);
+  EXPECT_FALSE(jobs.photo_exists("a1"));
+  EXPECT_FALSE(jobs.photo_exists("a2"));
+  EXPECT_FALSE(jobs.renew(running->id, "w1", kT0 + 90'000));  // the running job is gone with its photo
+  EXPECT_FALSE(jobs.complete(running->id, "w1", "storage/upscaled/a1.jpg", kT0 + 6000));
+  const auto c = jobs.counts();
+  EXPECT_EQ(c.queued + c.processing, 1);  // bob's only
+  EXPECT_EQ(users.photo_count(bob.id), 1);
+  EXPECT_EQ(photo_status(bob, "b1"), "queued");
+
+  EXPECT_EQ(users.remove(alice.id), std::nullopt);
+  // The username is free again.
+  EXPECT_TRUE(users.create({"u-alice-2", "alice", "h", true}, kT0 + 10'000));
+  EXPECT_EQ(users.photo_count("u-alice-2"), 0);
 }
 
 // ---- photos ----
