@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "upscaler/native/engine.h"
+#include "upscaler/native/winograd.h"
 #include "upscaler/tensor_cache.h"
 #include "upscaler/tiling.h"
 #include "upscaler/weights.h"
@@ -72,6 +74,7 @@ class TorchUpscaler final : public Upscaler {
   Device device() const override { return device_; }
   int fp32_redos() const override { return fp32_redos_; }
   std::string architecture() const override { return net_->describe(); }
+  std::string engine() const override { return "libtorch"; }
   int tile() const override { return tile_; }
   int tile_pad() const override { return tile_pad_; }
   std::int64_t macs_per_input_pixel() const override { return net_->macs_per_input_pixel(); }
@@ -367,6 +370,20 @@ class TorchUpscaler final : public Upscaler {
   int fp32_redos_ = 0;
 };
 
+// Native where it was measured faster than libtorch (README, "CPU engine"); forced with Engine::Native.
+// Tiles are a libtorch notion: asking for tiles (tile > 0 or a tile_pad) under auto keeps libtorch.
+bool use_native(const Params& p, const Network& net, Precision precision) {
+  if (p.engine == Engine::Libtorch) return false;
+  if (p.engine == Engine::Native) {
+    if (!native::supports(net)) throw ModelError("the native engine cannot run " + net.describe());
+    if (p.pre_pad > 0) throw DeviceError("the native engine has no pre_pad (it runs the whole image in strips)");
+    return true;
+  }
+  if (p.tile > 0 || p.tile_pad >= 0 || p.pre_pad > 0) return false;
+  if (!native::supports(net) || native::detect_isa() == native::Isa::Generic) return false;
+  return precision == Precision::Fp32;
+}
+
 }  // namespace
 
 int cuda_device_count() {
@@ -403,6 +420,16 @@ std::unique_ptr<Upscaler> Upscaler::load(const Params& params) {
     if (cuda && precision != Precision::Fp32) fallback = load_network(params.model_path);
   } catch (const c10::Error& e) {
     throw ModelError(params.model_path + ": " + e.what_without_backtrace());
+  }
+  if (!cuda && use_native(params, *net, precision)) {
+    try {
+      return native::make_upscaler(std::move(net), precision, threads, params.strip_rows);
+    } catch (const ModelError&) {
+      throw;
+    } catch (const std::exception& e) {
+      if (params.engine == Engine::Native) throw DeviceError(std::string("native engine: ") + e.what());
+      net = load_network(params.model_path);  // auto: libtorch instead
+    }
   }
   try {
     return std::make_unique<TorchUpscaler>(std::move(net), std::move(fallback), params, device, precision);
