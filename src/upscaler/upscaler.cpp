@@ -14,8 +14,10 @@
 #include <thread>
 #include <vector>
 
+#if PETCAM_NATIVE_ENGINE
 #include "upscaler/native/engine.h"
 #include "upscaler/native/winograd.h"
+#endif
 #include "upscaler/tensor_cache.h"
 #include "upscaler/tiling.h"
 #include "upscaler/weights.h"
@@ -374,6 +376,11 @@ class TorchUpscaler final : public Upscaler {
 // Tiles are a libtorch notion: asking for tiles (tile > 0 or a tile_pad) under auto keeps libtorch.
 bool use_native(const Params& p, const Network& net, Precision precision) {
   if (p.engine == Engine::Libtorch) return false;
+#if !PETCAM_NATIVE_ENGINE
+  (void)net, (void)precision;
+  if (p.engine == Engine::Native) throw DeviceError("this build has no native engine (built without oneDNN)");
+  return false;
+#else
   if (p.engine == Engine::Native) {
     if (!native::supports(net)) throw ModelError("the native engine cannot run " + net.describe());
     if (p.pre_pad > 0) throw DeviceError("the native engine has no pre_pad (it runs the whole image in strips)");
@@ -382,6 +389,7 @@ bool use_native(const Params& p, const Network& net, Precision precision) {
   if (p.tile > 0 || p.tile_pad >= 0 || p.pre_pad > 0) return false;
   if (!native::supports(net) || native::detect_isa() == native::Isa::Generic) return false;
   return precision == Precision::Fp32;
+#endif
 }
 
 }  // namespace
@@ -421,6 +429,7 @@ std::unique_ptr<Upscaler> Upscaler::load(const Params& params) {
   } catch (const c10::Error& e) {
     throw ModelError(params.model_path + ": " + e.what_without_backtrace());
   }
+#if PETCAM_NATIVE_ENGINE
   if (!cuda && use_native(params, *net, precision)) {
     try {
       return native::make_upscaler(std::move(net), precision, threads, params.strip_rows);
@@ -431,6 +440,9 @@ std::unique_ptr<Upscaler> Upscaler::load(const Params& params) {
       net = load_network(params.model_path);  // auto: libtorch instead
     }
   }
+#else
+  use_native(params, *net, precision);  // throws for Engine::Native
+#endif
   try {
     return std::make_unique<TorchUpscaler>(std::move(net), std::move(fallback), params, device, precision);
   } catch (const c10::Error& e) {
