@@ -374,10 +374,10 @@ class TorchUpscaler final : public Upscaler {
 
 // Native where it was measured faster than libtorch (README, "CPU engine"); forced with Engine::Native.
 // Tiles are a libtorch notion: asking for tiles (tile > 0 or a tile_pad) under auto keeps libtorch.
-bool use_native(const Params& p, const Network& net, Precision precision) {
+bool use_native(const Params& p, const Network& net, Precision precision, int threads) {
   if (p.engine == Engine::Libtorch) return false;
 #if !PETCAM_NATIVE_ENGINE
-  (void)net, (void)precision;
+  (void)net, (void)precision, (void)threads;
   if (p.engine == Engine::Native) throw DeviceError("this build has no native engine (built without oneDNN)");
   return false;
 #else
@@ -387,8 +387,12 @@ bool use_native(const Params& p, const Network& net, Precision precision) {
     return true;
   }
   if (p.tile > 0 || p.tile_pad >= 0 || p.pre_pad > 0) return false;
-  if (!native::supports(net) || native::detect_isa() == native::Isa::Generic) return false;
-  return precision == Precision::Fp32;
+  // Measured only on an AVX-512 Xeon (Sapphire Rapids, 2 shared cores): faster there in fp32 with one thread
+  // (0.37-0.54x libtorch and PyTorch). With two threads on the loaded machine its barrier per layer and strip
+  // made it slower than libtorch's tiles, and its bf16 is slower than libtorch's AMX convolutions; AVX2
+  // machines are not measured. So auto keeps libtorch everywhere else.
+  if (!native::supports(net) || native::detect_isa() != native::Isa::Avx512) return false;
+  return precision == Precision::Fp32 && threads == 1;
 #endif
 }
 
@@ -430,7 +434,7 @@ std::unique_ptr<Upscaler> Upscaler::load(const Params& params) {
     throw ModelError(params.model_path + ": " + e.what_without_backtrace());
   }
 #if PETCAM_NATIVE_ENGINE
-  if (!cuda && use_native(params, *net, precision)) {
+  if (!cuda && use_native(params, *net, precision, std::max(1, threads))) {
     try {
       return native::make_upscaler(std::move(net), precision, threads, params.strip_rows);
     } catch (const ModelError&) {
@@ -441,7 +445,7 @@ std::unique_ptr<Upscaler> Upscaler::load(const Params& params) {
     }
   }
 #else
-  use_native(params, *net, precision);  // throws for Engine::Native
+  use_native(params, *net, precision, std::max(1, threads));  // throws for Engine::Native
 #endif
   try {
     return std::make_unique<TorchUpscaler>(std::move(net), std::move(fallback), params, device, precision);

@@ -302,6 +302,12 @@ TEST(NativeEngine, ProgressPerStripAndCancellation) {
 TEST(NativeEngine, AutoPicksNativeOnlyWhereMeasuredAndNeverForTiles) {
   auto tiled = load(model("x4fast"), up::Precision::Fp32, 32);
   EXPECT_EQ(tiled->engine(), "libtorch");
+  // Two threads: measured slower than libtorch on the shared 2-core machine, so auto keeps libtorch.
+  up::Params two;
+  two.model_path = model("x4fast");
+  two.precision = up::Precision::Fp32;
+  two.threads = 2;
+  EXPECT_EQ(up::Upscaler::load(two)->engine(), "libtorch");
   up::Params p;
   p.model_path = model("x4fast");
   p.engine = up::Engine::Native;
