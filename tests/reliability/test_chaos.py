@@ -3,14 +3,21 @@
 Four users upload, ask for best cuts, delete their own photos and list them, each from its own thread and
 source address, while the main thread kills the server with SIGKILL at random moments and restarts it
 (>= 20 times; >= 50 with PETCAM_RELIABILITY=full). A request cut off by a kill has an unknown outcome:
-the photo may or may not exist, but whatever exists must obey the invariants. Afterwards, following one
-clean restart:
+the photo may or may not exist, but whatever exists must obey the invariants. Half the uploads carry an
+Idempotency-Key and are sent again with the same key after a connection error, a 503 or a 409 (a kill between
+the key's claim and the upload's commit leaves the key "in flight" until it goes stale); each keyed upload has
+its own latitude, so the photos a key made can be counted. User 0 also holds a GET /events stream, opened again
+after every kill. Afterwards, following one clean restart:
 
   1. every upload / best cut answered 200 (and never deleted) is listed, `completed`, and downloadable;
   2. every photo deleted with 200 answers 404 and has no file left;
   3. the files under storage are exactly the original_path / upscaled_path of the photos that exist;
   4. no job ran to completion twice (the server log: each job and photo `completed` at most once);
-  5. the server never exited by itself (each exit was our SIGKILL; the harness checks the final SIGTERM).
+  5. the server never exited by itself (each exit was our SIGKILL; the harness checks the final SIGTERM);
+  6. no Idempotency-Key made more than one photo, and every answer it got names the same photo; a key answered
+     200 (and not deleted) has exactly its photo;
+  7. every event stream's ids rise from 1, its events are of user 0's photos only, and it was opened again after
+     the kills.
 
 A summary line (backend, kills, requests by status, ...) is printed for docs/RELIABILITY.md; run with -s.
 PETCAM_CHAOS_SEED=<n> replays the same random choices (the timing still differs).
@@ -18,6 +25,7 @@ PETCAM_CHAOS_SEED=<n> replays the same random choices (the timing still differs)
 
 import collections
 import concurrent.futures
+import json
 import os
 import random
 import re
@@ -30,7 +38,7 @@ import requests
 from urllib3.exceptions import NewConnectionError
 
 from conftest import (FULL, PG_BIN, TEST_DATABASE, decode, encode_jpeg, jpeg_size, logged_in_client,
-                      photo_image)
+                      photo_image, session_from)
 from petcam_testlib import photo_files  # noqa: E402 (conftest puts tests/ on the path)
 
 KILLS = 50 if FULL else 20
@@ -55,7 +63,13 @@ SERVER_ENV = {
     "JOB_MAX_ATTEMPTS": "100",
     # One process owns the database here: the start-up sweep may remove an orphan file of any age.
     "ORPHAN_SWEEP_MIN_AGE_SECONDS": "0",
+    # The event stream's reader wakes every second (and sees a stalled stream quickly).
+    "EVENTS_KEEPALIVE_SECONDS": "1",
 }
+KEYED_SHARE = 0.5  # of the uploads
+KEY_RETRY_PAUSE_S = 0.1
+KEY_PENDING_RETRY_SHARE = 0.2  # of the loop iterations, while a key waits (409: its first claim died with a kill)
+STREAM_SILENT_S = 10  # a stream with no byte for this long while the server is up: a problem
 
 STARTED_RE = re.compile(r"job (\S+) photo (\S+): started by \S+ \(attempt (\d+)/\d+\)")
 COMPLETED_RE = re.compile(r"job (\S+) photo (\S+): completed ")
@@ -94,17 +108,20 @@ class Chaos:
         self.stray_errors = []  # connection errors with no kill in flight
         self.problems = []  # invariant violations seen by the client threads
         self.exceptions = []
+        self.keys = {}  # Idempotency-Key -> {"user", "lat", "sent", "ids": set of ids answered, "tries", "replayed"}
+        self.pending = collections.defaultdict(list)  # user -> keys not answered yet (cut off, 409, 503)
+        self.streams = []  # per /events stream: {"generation", "ids": [event ids], "photos": set, "end"}
 
     def problem(self, text):
         with self.lock:
             self.problems.append(text)
 
-    def send(self, client, op, method, path, **kw):
+    def send(self, client, op, method, path, headers=None, **kw):
         """One request. Returns the response, 'unknown' (cut off: may have happened) or 'refused' (did not)."""
         gen0, up0 = self.generation, self.up.is_set()
         try:
             r = client.session.request(method, self.server.url + path,
-                                       headers={"Authorization": f"Bearer {client.token}"},
+                                       headers={"Authorization": f"Bearer {client.token}", **(headers or {})},
                                        timeout=REQUEST_TIMEOUT_S, **kw)
         except requests.RequestException as e:
             outcome = "refused" if _not_sent(e) else "unknown"
@@ -125,15 +142,76 @@ class Chaos:
         return r
 
 
+def send_keyed(chaos, index, client, k):
+    """One try of a keyed upload: (photo id or None, outcome). The id comes with a 200; otherwise the outcome is
+    'unknown' / 'refused' (a kill), 503 (restarting), 409 (an earlier try's claim, cut off by a kill, is not stale
+    yet) or 'bad' (any other answer: a problem)."""
+    entry = chaos.keys[k]
+    r = chaos.send(client, "upload+key", "POST", "/upscale", headers={"Idempotency-Key": k},
+                   files={"file": ("x.jpg", entry["sent"], "image/jpeg")}, data={"lat": entry["lat"], "lng": "127.0"})
+    with chaos.lock:
+        entry["tries"] += 1
+    if isinstance(r, str):
+        return None, r
+    if r.status_code in (409, 503):
+        return None, r.status_code
+    if r.status_code != 200:
+        chaos.problem(f"user {index} keyed upload {k}: {r.status_code} {r.text[:300]}")
+        return None, "bad"
+    pid = r.json()["id"]
+    with chaos.lock:
+        entry["ids"].add(pid)
+        entry["replayed"] += r.headers.get("Idempotent-Replayed") == "true"
+        chaos.accepted[pid] = (index, "upload", entry["sent"])
+    return pid, 200
+
+
+def keyed_upload(chaos, index, client, k, mine):
+    """A keyed upload, sent again with its key while the outcome is unknown (a kill cut it off, or the server was
+    down); a 409 leaves it pending, tried again now and then by the loop and once more at the end."""
+    while True:
+        pid, outcome = send_keyed(chaos, index, client, k)
+        with chaos.lock:
+            if k in chaos.pending[index]:
+                chaos.pending[index].remove(k)
+            if pid is None and outcome != "bad":
+                chaos.pending[index].append(k)
+        if pid is not None:
+            if pid not in mine and pid not in chaos.deleted and pid not in chaos.delete_unknown:
+                mine.append(pid)
+            return pid
+        if outcome in (409, "bad") or chaos.stop.is_set():
+            return None
+        time.sleep(KEY_RETRY_PAUSE_S)
+
+
 def client_loop(chaos, index, client, pool):
     rng = random.Random(chaos.seed * 1000 + index)
     ops, weights = zip(*OPS)
     mine = []  # photo ids answered 200, never sent a DELETE
+    keys_made = 0
     try:
         while not chaos.stop.is_set():
+            with chaos.lock:
+                pending = list(chaos.pending[index])
+            if pending and rng.random() < KEY_PENDING_RETRY_SHARE:
+                keyed_upload(chaos, index, client, pending[0], mine)
+                time.sleep(rng.uniform(*PAUSE_BETWEEN_REQUESTS_S))
+                continue
             op = rng.choices(ops, weights)[0]
             if op == "delete" and not mine:
                 op = "upload"
+            if op == "upload" and rng.random() < KEYED_SHARE:
+                keys_made += 1
+                k = f"chaos-{chaos.seed}-{index}-{keys_made}"
+                # Its own latitude: the photos this key made are the user's photos at this latitude.
+                lat = f"{10 + 10 * index + keys_made / 10000:.4f}"
+                with chaos.lock:
+                    chaos.keys[k] = {"user": index, "lat": lat, "sent": rng.choice(pool), "ids": set(), "tries": 0,
+                                     "replayed": 0}
+                keyed_upload(chaos, index, client, k, mine)
+                time.sleep(rng.uniform(*PAUSE_BETWEEN_REQUESTS_S))
+                continue
             if op in ("upload", "bestcut"):
                 if op == "upload":
                     sent = rng.choice(pool)
@@ -185,6 +263,58 @@ def client_loop(chaos, index, client, pool):
             chaos.exceptions.append(f"user {index}: {e!r}")
 
 
+def events_loop(chaos, client):
+    """User 0's GET /events, opened again whenever it breaks (a kill); every stream's ids and photos recorded."""
+    session = session_from(client.ip)
+    try:
+        while not chaos.stop.is_set():
+            gen = chaos.generation
+            try:
+                r = session.get(chaos.server.url + "/events", headers={"Authorization": f"Bearer {client.token}"},
+                                stream=True, timeout=(5, STREAM_SILENT_S))
+            except requests.RequestException:
+                time.sleep(0.1)
+                continue
+            if r.status_code != 200:
+                if r.status_code != 503:
+                    chaos.problem(f"GET /events: {r.status_code} {r.text[:300]}")
+                r.close()
+                time.sleep(0.1)
+                continue
+            stream = {"generation": gen, "ids": [], "photos": set(), "deleted": set(), "end": None}
+            with chaos.lock:
+                chaos.streams.append(stream)
+            buf, msg = b"", {}
+            try:
+                for chunk in r.iter_content(chunk_size=None):
+                    buf += chunk
+                    while b"\n" in buf:
+                        line, buf = buf.split(b"\n", 1)
+                        line = line.decode()
+                        if line == "":
+                            if "data" in msg:
+                                stream["ids"].append(int(msg.get("id", "-1")))
+                                data = json.loads(msg["data"])
+                                (stream["deleted"] if msg.get("event") == "deleted" else stream["photos"]).add(data["id"])
+                            msg = {}
+                        elif not line.startswith(":"):
+                            field, _, value = line.partition(":")
+                            msg[field] = value.strip()
+                    if chaos.stop.is_set():
+                        break
+                stream["end"] = "clean"
+            except requests.RequestException as e:
+                stream["end"] = "broken"
+                if isinstance(e, requests.ConnectionError) and "Read timed out" in str(e) and \
+                        gen == chaos.generation and chaos.up.is_set():
+                    chaos.problem(f"an event stream was silent for {STREAM_SILENT_S} s with the server up")
+            finally:
+                r.close()
+    except Exception as e:  # noqa: BLE001 - reported by the main thread
+        with chaos.lock:
+            chaos.exceptions.append(f"events: {e!r}")
+
+
 def all_photos(client):
     """Every photo of the user (paged), as the list endpoint returns them."""
     out, skip = [], 0
@@ -223,6 +353,7 @@ def test_kill_9_chaos(start_server):
     chaos = Chaos(server, seed)
     threads = [threading.Thread(target=client_loop, args=(chaos, i, c, pool), daemon=True, name=f"user{i}")
                for i, c in enumerate(clients)]
+    threads.append(threading.Thread(target=events_loop, args=(chaos, clients[0]), daemon=True, name="events"))
     problems = []
     t_chaos = time.monotonic()
     for t in threads:
@@ -260,6 +391,14 @@ def test_kill_9_chaos(start_server):
         if set(statuses) <= {"completed"} or "failed" in statuses or time.monotonic() > deadline:
             break
         time.sleep(0.5)
+    # Keys still without an answer: one more try each, on the clean server (a 409 now means a claim a kill cut
+    # off less than its stale age ago, 2 x max(30, HANDLE_TIMEOUT_SECONDS) s).
+    late_keys = {}
+    for index, ks in chaos.pending.items():
+        for k in list(ks):
+            late_keys[k] = send_keyed(chaos, index, clients[index], k)
+    if late_keys:
+        lists = {i: all_photos(c) for i, c in enumerate(clients)}
     t_drained = time.monotonic()
     drain_s = t_drained - t_chaos - chaos_s
     existing = {p["id"]: (i, p) for i, ps in lists.items() for p in ps}
@@ -389,6 +528,43 @@ def test_kill_9_chaos(start_server):
     # A kill between the commit and the log line loses the line; reported, not a failure.
     unlogged = [f"job {j} photo {pid}" for j, pid, state, _ in jobs if state == "completed" and not completed_jobs[j]]
 
+    # 6. Idempotency-Keys: never a second photo. The photos a key made are its user's at its latitude.
+    by_lat = collections.defaultdict(list)
+    for pid, (i, p) in existing.items():
+        by_lat[(i, f"{p['latitude']:.4f}")].append(pid)
+    keys_answered = keys_multi_try = keys_stuck = 0
+    for k, entry in chaos.keys.items():
+        made = by_lat.get((entry["user"], entry["lat"]), [])
+        if len(entry["ids"]) > 1:
+            problems.append(f"key {k}: answered with {len(entry['ids'])} different photos {sorted(entry['ids'])}")
+        if len(made) > 1:
+            problems.append(f"key {k} ({entry['tries']} tries): {len(made)} photos {sorted(made)}")
+        if entry["ids"]:
+            keys_answered += 1
+            (pid,) = list(entry["ids"])[:1]
+            if pid not in chaos.deleted and pid not in chaos.delete_unknown and made != [pid]:
+                problems.append(f"key {k}: answered {pid}, but its photos are {made}")
+        else:
+            keys_stuck += 1
+        keys_multi_try += entry["tries"] > 1
+    keys_replayed = sum(e["replayed"] for e in chaos.keys.values())
+
+    # 7. Event streams: ids from 1, rising; only user 0's photos; opened again after the kills.
+    others = {pid for pid, (i, _) in existing.items() if i != 0} | \
+        {pid for pid, v in chaos.accepted.items() if v[0] != 0}
+    for n, st in enumerate(chaos.streams):
+        if st["ids"] and (st["ids"][0] != 1 or any(b <= a for a, b in zip(st["ids"], st["ids"][1:]))):
+            problems.append(f"stream {n}: event ids {st['ids'][:20]}")
+        foreign = (st["photos"] | st["deleted"]) & others
+        if foreign:
+            problems.append(f"stream {n} of user 0 carried other users' photos: {sorted(foreign)[:5]}")
+    stream_generations = {st["generation"] for st in chaos.streams}
+    events_seen = sum(len(st["ids"]) for st in chaos.streams)
+    if len(stream_generations) < KILLS // 2:
+        problems.append(f"the event stream was opened in only {len(stream_generations)} of {KILLS + 1} server runs")
+    if not events_seen:
+        problems.append("no event reached the event stream")
+
     # What the clients saw while it ran.
     problems += chaos.problems + chaos.exceptions
     accepted_uploads = sum(1 for v in chaos.accepted.values() if v[1] == "upload")
@@ -416,6 +592,9 @@ def test_kill_9_chaos(start_server):
         f"sigterm_handbacks={sum(releases.values())} orphan_files_swept={swept} "
         f"deleted_while_processing={len(DELETED_WHILE_RE.findall(log))} error_log_lines={len(error_lines)} "
         f"completions_not_logged={len(unlogged)} "
+        f"keys={len(chaos.keys)} (answered={keys_answered} retried={keys_multi_try} replayed_answers={keys_replayed} "
+        f"unanswered_at_end={keys_stuck} late_tries={len(late_keys)}) "
+        f"event_streams={len(chaos.streams)} (server runs covered {len(stream_generations)}, events {events_seen}) "
         f"seconds={time.monotonic() - t0:.1f} (setup {t_chaos - t0:.1f}, chaos {chaos_s:.1f}, "
         f"restart+drain {drain_s:.1f}, checks {time.monotonic() - t_drained:.1f})")
     print("\n" + summary)

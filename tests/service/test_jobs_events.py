@@ -21,9 +21,8 @@ import time
 import uuid
 
 import pytest
-import requests
 
-from conftest import (ISO_UTC_RE, PHOTO_KEYS, UUID_RE, Client, assert_422, assert_detail, encode_jpeg, jpeg,
+from conftest import (ISO_UTC_RE, PHOTO_KEYS, UUID_RE, assert_422, assert_detail, encode_jpeg, jpeg,
                       logged_in_client, patch_jpeg_dimensions, photo_image, session_from, wait_until)
 
 JOB_KEYS = {"progress", "error", "started_at", "completed_at"}
@@ -32,7 +31,7 @@ KEEPALIVE_ENV = {"EVENTS_KEEPALIVE_SECONDS": "1"}
 # many times (at most every 250 ms); the tile is set so that the count does not hang on the model's default.
 MULTI_TILE = (960, 720)
 MULTI_TILE_ENV = {"TILE": "256"}
-# Big enough to be seen `processing` for a second or two; 4 tiles of 256 px.
+# 4 tiles of 256 px: `processing` for over half a second, with progress between.
 MEDIUM = (480, 360)
 UPLOAD_MESSAGE = "Upload successful, processing in background"
 
@@ -313,8 +312,9 @@ def test_failed_job_says_why(start_server):
 
     An upload that does not decode is refused at once (the upload decodes it for its thumbnail), so the failure
     is made by corrupting the stored original while the job waits: a server with no job workers takes the
-    upload, its file is overwritten, and the same data dir then runs the job with a single attempt."""
-    server = start_server(JOB_WORKERS="0")
+    upload, its file is overwritten, and the same data dir then runs the job with a single attempt (a job keeps
+    the JOB_MAX_ATTEMPTS it was queued with)."""
+    server = start_server(JOB_WORKERS="0", JOB_MAX_ATTEMPTS="1")
     c = logged_in_client(server)
     original = jpeg(320, 240, "chelsea")
     truncated_id = upload_ok(c, original)
@@ -469,10 +469,10 @@ def test_events_server_limit(start_server):
         x.close()
 
 
-def read_chunked_events(sock, timeout):
-    """Reads what a raw-socket stream has: (head, body bytes de-chunked, whether the zero chunk came, seconds)."""
+def read_chunked_events(sock, timeout, data=b""):
+    """Reads what a raw-socket stream has (after `data`, read before): (head, body bytes de-chunked, whether the
+    zero chunk came, seconds)."""
     sock.settimeout(1)
-    data = b""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         try:
@@ -517,12 +517,23 @@ def test_slow_reader_is_dropped_and_holds_nobody_up(start_server):
                           **KEEPALIVE_ENV)
     slow, other = logged_in_client(server), logged_in_client(server)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's writes back up
+    # A small window, and a small MSS: Linux sizes a connection's send buffer from the peer's MSS (on loopback
+    # 64 KiB segments would let the kernel take megabytes before the server's own buffer fills at all).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
     sock.bind((slow.ip, 0))
     sock.connect(("127.0.0.1", server.port))
     sock.sendall(f"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {slow.token}\r\n\r\n".encode())
+    # Its answer's head (and maybe the opening chunk) is all this reader reads until the end of the test.
+    opening = b""
+    sock.settimeout(10)
+    while b"\r\n\r\n" not in opening:
+        d = sock.recv(4096)
+        assert d, f"closed before the stream's head: {opening!r}"
+        opening += d
+    assert opening.startswith(b"HTTP/1.1 200"), opening
     # The stream is open: a second one for the same user is refused (one per user here).
-    wait_until(lambda: refused(slow), 10, message="the slow stream counted")
+    assert refused(slow)
 
     latencies = []
     stop = threading.Event()
@@ -536,8 +547,10 @@ def test_slow_reader_is_dropped_and_holds_nobody_up(start_server):
                 assert r.status_code == 200, (path, r.status_code)
             time.sleep(0.02)
 
+    others_stream = open_stream(other)
     traffic = threading.Thread(target=normal_traffic, daemon=True)
     traffic.start()
+    others_photo = upload_ok(other, jpeg(48, 40, "coffee"))
     tiny = jpeg(32, 24, "chelsea")
     uploads, dropped_after = 0, None
     t_start = time.monotonic()
@@ -554,7 +567,9 @@ def test_slow_reader_is_dropped_and_holds_nobody_up(start_server):
                 dropped_after = time.monotonic() - t_start
                 break
             assert probe.status_code == 429, (probe.status_code, probe.body[:300])
-            assert time.monotonic() < deadline, f"the slow stream still open after {uploads} uploads"
+            assert time.monotonic() < deadline and uploads < 500, f"the slow stream still open after {uploads} uploads"
+        # Photos after the drop: the dropped stream must not carry them.
+        after_drop = [upload_ok(slow, tiny) for _ in range(5)]
         # The jobs run meanwhile, and another user's requests are answered as quickly as ever.
         wait_until(lambda: all(p["status"] == "completed" for p in slow.photos()), 120, 0.5, "all jobs completed")
     finally:
@@ -570,7 +585,7 @@ def test_slow_reader_is_dropped_and_holds_nobody_up(start_server):
     assert p50 < 0.25, f"another user's requests: p50 {p50:.3f} s"
 
     # The reader finally reads: what was written before the drop, then the end of the response.
-    head, body, complete, seconds = read_chunked_events(sock, timeout=20)
+    head, body, complete, seconds = read_chunked_events(sock, timeout=20, data=opening)
     sock.close()
     assert head.startswith("HTTP/1.1 200"), head
     assert complete, f"the dropped stream's response did not end within 20 s ({len(body)} bytes read)"
@@ -578,7 +593,13 @@ def test_slow_reader_is_dropped_and_holds_nobody_up(start_server):
     assert text.startswith("retry: 3000\n: connected\n\n"), text[:100]
     delivered = text.count("event: photo\n")
     total = len(slow.photos()) * 3  # at least queued, processing and completed per photo
-    assert delivered < total, f"{delivered} events delivered of at least {total}: nothing was dropped?"
+    print(f"the slow reader got {delivered} photo events of at least {total}")
+    late = [pid for pid in after_drop if pid in text]
+    assert not late, f"photos uploaded after the drop reached the dropped stream: {late}"
+    # Another user's stream, open the whole time, was served as usual.
+    others_stream.wait(lambda: any(d["status"] == "completed" for _, d in others_stream.photo_events(others_photo)),
+                       10, "the other user's own events")
+    others_stream.close()
 
 
 def test_sigterm_ends_streams_cleanly(start_server):
@@ -803,6 +824,9 @@ def test_replay_after_the_connection_dropped(server):
     # Form fields first, then the file: the order requests sends them in below (the order is part of the request).
     sock.sendall(raw_post(c, "/upscale", [("lat", None, b"3.25"), ("file", "pet.jpg", data)], k))
     sock.close()
+    # The client retries later (once it has noticed the loss); sent at once, the retry could reach the server
+    # first and be the one handled, the other answering 409. The first request's photo appears when it commits.
+    wait_until(lambda: c.photos(), 20, message="the photo of the request whose connection was closed")
     conflicts = 0
     deadline = time.monotonic() + 20
     while True:
