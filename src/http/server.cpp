@@ -13,6 +13,7 @@
 #include "api/job_metrics.h"
 #include "api/photo_api.h"
 #include "api/routes.h"
+#include "api/web_app.h"
 #include "db/database.h"
 #include "http/client_ip.h"
 #include "http/metrics.h"
@@ -168,6 +169,7 @@ struct Server::Impl {
 
   api::Context& ctx;
   const api::Docs& docs;
+  const api::WebApp web_app;
   const config::Settings& s;
   api::AuthApi auth;
   api::PhotoApi photos;
@@ -268,9 +270,16 @@ restinio::request_handling_status_t Server::Impl::handle(const restinio::request
     allow += r.method;
     if (r.method == info.method) route = &r, param = p, info.route = static_cast<std::size_t>(&r - api::kRoutes.data());
   }
+  const auto if_none_match = [&h] {
+    const auto* v = h.try_get_field(restinio::http_field::if_none_match);
+    return v ? std::string_view(*v) : std::string_view{};
+  };
   if (!route) {
-    const auto* asset = info.method == "GET" ? docs.find(info.path) : nullptr;
-    if (asset)
+    const bool get = info.method == "GET";
+    const auto* asset = get ? docs.find(info.path) : nullptr;
+    if (auto app = get ? web_app.answer(info.path, if_none_match()) : std::nullopt)
+      send(req, *app, info);
+    else if (asset)
       send(req, {200, asset->content_type, asset->body, {{"Cache-Control", "public, max-age=86400"}}}, info);
     else if (!allow.empty())
       send(req, api::json_response(405, {{"detail", "Method Not Allowed"}}, {{"Allow", allow}}), info);
@@ -304,6 +313,9 @@ restinio::request_handling_status_t Server::Impl::handle(const restinio::request
         send(req, {200, asset->content_type, asset->body, {}}, info);
       else
         send(req, api::json_response(404, {{"detail", "Not Found"}}), info);
+      return restinio::request_accepted();
+    case Op::WebApp:
+      send(req, web_app.answer(info.path, if_none_match()).value(), info);
       return restinio::request_accepted();
     case Op::Register:
       limiter = &limit_register;
