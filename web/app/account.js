@@ -3,7 +3,8 @@ import { ApiError, getJson, request, session, signIn } from "./api.js";
 import { $, confirmDialog, formatDate, h, showErrors } from "./dom.js";
 
 export class Account {
-  constructor({ onDeleted }) {
+  constructor({ gallery, onDeleted }) {
+    this.gallery = gallery;
     this.onDeleted = onDeleted;
     $("password-form").addEventListener("submit", (e) => {
       e.preventDefault();
@@ -43,23 +44,31 @@ export class Account {
     const errors = $("password-errors");
     showErrors(errors, null);
     $("password-ok").textContent = "";
+    // The change ends every token issued before it, ours included: until we hold the new one, a 401 is expected.
+    this.gallery.pause();
+    session.holding = true;
     try {
       await getJson("/users/me/password", {
         method: "POST",
         json: { current_password: current.value, new_password: next.value },
       });
     } catch (e) {
+      session.holding = false;
+      this.gallery.resume();
       if (!(e instanceof ApiError && e.status === 401)) showErrors(errors, e);
+      else session.refused(401, e.detail);
       return;
     }
-    // The change ends every token issued before it, ours included: sign in again with the new password.
     const username = session.username;
     const password = next.value;
     current.value = next.value = "";
     try {
       await signIn(username, password);
+      session.holding = false;
+      this.gallery.resume();
       $("password-ok").textContent = "Password changed. Other devices have been signed out.";
     } catch {
+      session.holding = false;
       session.end("Password changed. Please sign in with your new password.");
     }
   }
@@ -74,9 +83,12 @@ export class Account {
     }
     const ok = await confirmDialog(`Delete the account ${session.username} and all its photos? This cannot be undone.`, "Delete account");
     if (!ok) return;
+    // The deletion ends our token: the live stream must not take its 401 for an expired session.
+    this.gallery.pause();
     try {
       await request("/users/me", { method: "DELETE", json: { password: password.value } });
     } catch (e) {
+      this.gallery.resume();
       if (!(e instanceof ApiError && e.status === 401)) showErrors(errors, e);
       return;
     }

@@ -88,6 +88,7 @@ function tokenClaims(token) {
 // When it expires or the server stops accepting it, `onSignedOut` hears why.
 export class Session {
   constructor() {
+    this.holding = false;
     this.token = sessionStorage.getItem(TOKEN_KEY);
     this.username = sessionStorage.getItem(USER_KEY) || "";
     this.onSignedOut = () => {};
@@ -139,9 +140,10 @@ export class Session {
     return this.token ? { Authorization: `Bearer ${this.token}` } : {};
   }
 
-  // A 401 on a call made with our token: the token is no longer good.
-  refused(status, detail) {
-    if (status !== 401 || !this.token) return;
+  // A 401 on a call made with our current token (`used`): the token is no longer good. An answer to a token
+  // replaced since, or one that comes while `holding` (a password change swaps the token), says nothing.
+  refused(status, detail, used = this.token) {
+    if (status !== 401 || !this.token || used !== this.token || this.holding) return;
     const why = detail === "Could not validate credentials" ? "Your session has ended" : detail || "Signed out";
     this.end(`${why}. Please sign in again.`);
   }
@@ -151,6 +153,7 @@ export const session = new Session();
 
 // fetch() with the token; resolves to the Response when it is 2xx or 304, else throws ApiError.
 export async function request(path, { method = "GET", json, form, headers = {}, signal, auth = true } = {}) {
+  const used = session.token;
   const init = { method, headers: { ...(auth ? session.authHeaders() : {}), ...headers }, signal };
   if (json !== undefined) {
     init.headers["Content-Type"] = "application/json";
@@ -169,7 +172,7 @@ export async function request(path, { method = "GET", json, form, headers = {}, 
   const text = await response.text().catch(() => "");
   const body = parseBody(text);
   const detail = body && "detail" in body ? body.detail : null;
-  if (auth) session.refused(response.status, detail);
+  if (auth) session.refused(response.status, detail, used);
   throw new ApiError(response.status, detail, retryAfterOf(response.headers.get("Retry-After")));
 }
 
@@ -204,6 +207,7 @@ export function newKey() {
 export function upload(path, formData, { onProgress = () => {}, key, signal } = {}) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
+    const used = session.token;
     xhr.open("POST", path);
     for (const [k, v] of Object.entries(session.authHeaders())) xhr.setRequestHeader(k, v);
     if (key) xhr.setRequestHeader("Idempotency-Key", key);
@@ -216,7 +220,7 @@ export function upload(path, formData, { onProgress = () => {}, key, signal } = 
         return;
       }
       const detail = body && "detail" in body ? body.detail : null;
-      session.refused(xhr.status, detail);
+      session.refused(xhr.status, detail, used);
       reject(new ApiError(xhr.status, detail, retryAfterOf(xhr.getResponseHeader("Retry-After"))));
     };
     // A body far over the server's limit is cut off without an answer.

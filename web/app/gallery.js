@@ -51,9 +51,19 @@ export class Gallery {
       onEvent: (ev) => this.event(ev),
       onOpen: () => this.resync(),
       onState: (state) => this.live(state),
-      onRefused: (status, detail) => session.refused(status, detail),
+      onRefused: (status, detail, auth) =>
+        session.refused(status, detail, (auth.Authorization || "").replace(/^Bearer /, "") || null),
     });
     this.stream.start();
+  }
+
+  // The live stream off and on again (around a password change, which replaces the token).
+  pause() {
+    if (this.stream) this.stream.stop();
+  }
+
+  resume() {
+    if (this.stream && session.signedIn) this.stream.start();
   }
 
   stop() {
@@ -93,6 +103,10 @@ export class Gallery {
       for (const p of page) this.upsert(p);
       this.done = page.length < PAGE;
       showErrors($("gallery-errors"), null);
+      // Still at the end of the list (a tall screen): the observer will not fire again by itself.
+      requestAnimationFrame(() => {
+        if (!this.done && $("sentinel").getBoundingClientRect().top < innerHeight + 400) this.loadMore();
+      });
     } catch (e) {
       if (generation === this.generation && !(e instanceof ApiError && e.status === 401)) showErrors($("gallery-errors"), e);
     } finally {

@@ -22,6 +22,7 @@ const gallery = new Gallery({
 viewer = new Viewer(gallery, notify);
 const uploader = new Uploader(gallery);
 const account = new Account({
+  gallery,
   onDeleted: () => signedOut("Your account and its photos have been deleted."),
 });
 

@@ -57,7 +57,8 @@ export class SseParser {
 
 // Keeps one event stream open, reconnecting with exponential backoff (1 s doubling to 30 s, with jitter).
 // handlers: onEvent(ev), onState("live" | "connecting" | "unavailable"), onOpen() after every (re)connect,
-// onRefused(status, detail) for a 4xx other than 404, which ends the stream.
+// onRefused(status, detail, headers) for a 4xx other than 404 (with the headers it was asked with), which ends
+// the stream.
 export class EventStream {
   constructor(url, headers, handlers) {
     this.url = url;
@@ -68,33 +69,38 @@ export class EventStream {
     this.stopped = true;
     this.timer = null;
     this.lastEventId = "";
+    this.run = 0; // each start() is a run; a connection of an earlier run never reconnects
   }
 
   start() {
+    this.stop();
     this.stopped = false;
-    this.connect();
+    this.connect(this.run);
   }
 
   stop() {
+    this.run++;
     this.stopped = true;
     clearTimeout(this.timer);
     if (this.controller) this.controller.abort();
     this.controller = null;
   }
 
-  async connect() {
-    if (this.stopped) return;
+  async connect(run) {
+    if (this.stopped || run !== this.run) return;
     this.h.onState("connecting");
     this.controller = new AbortController();
-    const headers = { Accept: "text/event-stream", ...this.headers() };
+    const auth = this.headers();
+    const headers = { Accept: "text/event-stream", ...auth };
     if (this.lastEventId) headers["Last-Event-ID"] = this.lastEventId;
     let response;
     try {
       response = await fetch(this.url, { headers, signal: this.controller.signal, cache: "no-store" });
     } catch (e) {
-      this.retryLater();
+      this.retryLater(run);
       return;
     }
+    if (run !== this.run) return;
     if (response.status === 404) {
       // A server without live events: the caller polls instead.
       this.stopped = true;
@@ -111,10 +117,10 @@ export class EventStream {
       }
       if (response.status >= 400 && response.status < 500 && response.status !== 429) {
         this.stopped = true;
-        this.h.onRefused(response.status, detail);
+        this.h.onRefused(response.status, detail, auth);
         return;
       }
-      this.retryLater(Number.parseInt(response.headers.get("Retry-After") || "", 10) * 1000);
+      this.retryLater(run, Number.parseInt(response.headers.get("Retry-After") || "", 10) * 1000);
       return;
     }
     this.h.onState("live");
@@ -126,6 +132,7 @@ export class EventStream {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
+        if (run !== this.run) break;
         for (const ev of parser.push(value)) {
           if (ev.id) this.lastEventId = ev.id;
           this.h.onEvent(ev);
@@ -136,14 +143,14 @@ export class EventStream {
     }
     if (parser.retry != null) this.delay = parser.retry;
     if (Date.now() - opened > 10000) this.delay = 1000; // it was healthy for a while: start the backoff over
-    this.retryLater();
+    this.retryLater(run);
   }
 
-  retryLater(atLeast = 0) {
-    if (this.stopped) return;
+  retryLater(run, atLeast = 0) {
+    if (this.stopped || run !== this.run) return;
     this.h.onState("connecting");
     const wait = Math.max(atLeast || 0, this.delay * (0.75 + Math.random() * 0.5));
     this.delay = Math.min(this.delay * 2, 30000);
-    this.timer = setTimeout(() => this.connect(), wait);
+    this.timer = setTimeout(() => this.connect(run), wait);
   }
 }

@@ -9,6 +9,7 @@ export class Uploader {
   constructor(gallery) {
     this.gallery = gallery;
     this.staged = [];
+    this.controller = new AbortController(); // aborted at sign-out: nothing of one session lands in the next
     const zone = $("drop-zone");
     const input = $("file-input");
     input.addEventListener("change", () => {
@@ -46,6 +47,8 @@ export class Uploader {
   }
 
   reset() {
+    this.controller.abort();
+    this.controller = new AbortController();
     this.staged = [];
     this.renderStaged();
     $("uploads").replaceChildren();
@@ -125,8 +128,9 @@ export class Uploader {
         ? [this.item("/bestcut", files, fields)]
         : files.map((f) => this.item("/upscale", [f], fields));
     const queue = [...jobs];
+    const signal = this.controller.signal;
     const worker = async () => {
-      while (queue.length) await queue.shift()();
+      while (queue.length && !signal.aborted) await queue.shift()();
     };
     await Promise.all(Array.from({ length: CONCURRENT_UPLOADS }, worker));
   }
@@ -149,12 +153,14 @@ export class Uploader {
       retry.hidden = true;
       showErrors(errors, null);
       li.dataset.state = "sending";
+      const signal = this.controller.signal;
       const form = new FormData();
       for (const f of files) form.append(path === "/bestcut" ? "files" : "file", f, f.name);
       for (const [k, v] of Object.entries(fields)) form.append(k, v);
       try {
         const body = await upload(path, form, {
           key,
+          signal,
           onProgress: (sent, size) => {
             li.dataset.progressEvents = Number(li.dataset.progressEvents || 0) + 1;
             bar.value = (size || total) ? sent / (size || total) : 0;
@@ -165,12 +171,14 @@ export class Uploader {
         li.dataset.state = "done";
         text.textContent = typeof body.score === "number" ? `Best cut chosen (sharpness score ${body.score.toFixed(1)})` : "Uploaded";
         li.dataset.photoId = body.id;
+        if (signal.aborted) return;
         try {
           this.gallery.upsert(await getJson(`/photos/${body.id}/info`));
         } catch {
           /* the event stream or the next page brings it */
         }
       } catch (e) {
+        if (e.name === "AbortError") return;
         li.dataset.state = "failed";
         bar.hidden = true;
         text.textContent = "Not uploaded";
