@@ -273,6 +273,7 @@ def test_page_and_assets_carry_their_headers(server):
     assert requests.get(server + "/app/0123456789ab/main.js", timeout=10).status_code == 404  # another build's
     assert requests.get(server + "/app/nothing.js", timeout=10).status_code == 404
     assert requests.post(server + "/", timeout=10).status_code == 405
+    assert requests.get(server + "/?from=home#account", timeout=10).text == html  # a query string is still the page
     assert requests.get(server + "/", headers={"If-None-Match": page.headers["ETag"]}, timeout=10).status_code == 304
 
 

@@ -202,14 +202,33 @@ export function newKey() {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
-// POST multipart with upload progress (fetch has none): onProgress(sent, total). Resolves to the JSON body.
-// The same key on a retry makes the server answer the first answer again instead of storing a second photo.
-export function upload(path, formData, { onProgress = () => {}, key, signal } = {}) {
+// A multipart/form-data body built once, so that a retry sends the very same bytes (FormData would pick a new
+// boundary each time, and the server compares a retried request with the first). fields: [name, string | File].
+export function multipart(fields) {
+  const boundary = `----petcam-${newKey()}`;
+  const quote = (v) => v.replace(/"/g, "%22").replace(/\r/g, "%0D").replace(/\n/g, "%0A");
+  const parts = [];
+  for (const [name, value] of fields) {
+    if (value instanceof Blob) {
+      parts.push(`--${boundary}\r\nContent-Disposition: form-data; name="${quote(name)}"; filename="${quote(value.name || "blob")}"\r\n`);
+      parts.push(`Content-Type: ${value.type || "application/octet-stream"}\r\n\r\n`, value, "\r\n");
+    } else {
+      parts.push(`--${boundary}\r\nContent-Disposition: form-data; name="${quote(name)}"\r\n\r\n${value}\r\n`);
+    }
+  }
+  parts.push(`--${boundary}--\r\n`);
+  return { body: new Blob(parts), contentType: `multipart/form-data; boundary=${boundary}` };
+}
+
+// POST a multipart() body with upload progress (fetch has none): onProgress(sent, total). Resolves to the JSON
+// body. The same key on a retry makes the server answer the first answer again instead of storing a second photo.
+export function upload(path, { body, contentType }, { onProgress = () => {}, key, signal } = {}) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     const used = session.token;
     xhr.open("POST", path);
     for (const [k, v] of Object.entries(session.authHeaders())) xhr.setRequestHeader(k, v);
+    xhr.setRequestHeader("Content-Type", contentType);
     if (key) xhr.setRequestHeader("Idempotency-Key", key);
     xhr.responseType = "text";
     xhr.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : 0);
@@ -227,6 +246,6 @@ export function upload(path, formData, { onProgress = () => {}, key, signal } = 
     xhr.onerror = () => reject(new ApiError(0, null));
     xhr.onabort = () => reject(new DOMException("Upload cancelled", "AbortError"));
     if (signal) signal.addEventListener("abort", () => xhr.abort(), { once: true });
-    xhr.send(formData);
+    xhr.send(body);
   });
 }

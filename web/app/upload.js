@@ -1,6 +1,6 @@
 // The upload panel: files from a drop or the picker, sent as separate photos (POST /upscale each) or as one
 // best-cut burst (POST /bestcut), with upload progress and every refusal in plain words.
-import { ApiError, getJson, newKey, upload } from "./api.js";
+import { ApiError, getJson, multipart, newKey, upload } from "./api.js";
 import { $, formatBytes, h, showErrors } from "./dom.js";
 
 const CONCURRENT_UPLOADS = 2;
@@ -146,17 +146,17 @@ export class Uploader {
     const li = h("li", { class: "upload-item" }, h("span", { class: "name" }, label), bar, text, errors, h("div", { class: "row" }, retry, dismiss));
     dismiss.addEventListener("click", () => li.remove());
     $("uploads").prepend(li);
-    const key = newKey(); // one per photo: a retry is answered, not stored twice
-    const total = files.reduce((n, f) => n + f.size, 0);
+    // One key and one body per upload: a retry is the same request, answered again rather than stored twice.
+    const key = newKey();
+    const name = path === "/bestcut" ? "files" : "file";
+    const form = multipart([...files.map((f) => [name, f]), ...Object.entries(fields)]);
+    const total = form.body.size;
 
     const run = async () => {
       retry.hidden = true;
       showErrors(errors, null);
       li.dataset.state = "sending";
       const signal = this.controller.signal;
-      const form = new FormData();
-      for (const f of files) form.append(path === "/bestcut" ? "files" : "file", f, f.name);
-      for (const [k, v] of Object.entries(fields)) form.append(k, v);
       try {
         const body = await upload(path, form, {
           key,
