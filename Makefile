@@ -7,7 +7,7 @@ TSAN_BUILD ?= build/tsan
 PY ?= /usr/bin/python3
 ARGS ?=
 
-.PHONY: setup build build-asan build-tsan run test test-tsan test-reliability bench fuzz format clean
+.PHONY: setup build build-asan build-tsan run test test-tsan test-reliability test-docker bench fuzz format clean
 
 .setup-stamp: scripts/setup.sh scripts/fetch-models.sh scripts/fetch-web-assets.sh
 	scripts/setup.sh
@@ -52,6 +52,12 @@ test-reliability: build
 	  PETCAM_RELIABILITY=full PETCAM_TEST_DATABASE=$$db PETCAM_BIN=$(BUILD)/petcam \
 	    $(PY) -m pytest -q -s -p no:cacheprovider tests/reliability || exit 1; \
 	done
+
+# The Docker deployment built and run for real (tests/docker/run.sh): starts dockerd without a bridge or iptables
+# when none runs, makes the base images from Debian's packages when missing (scripts/docker-images.sh), builds
+# deploy/Dockerfile, runs deploy/docker-compose.yml on 127.0.0.1 (host networking) and prints the figures.
+test-docker:
+	tests/docker/run.sh
 
 # Figures, not pass/fail: HTTP with wrk (SQLite and PostgreSQL), the upscaler against plain PyTorch,
 # and peak memory on a 12 MP photo.

@@ -1,9 +1,9 @@
 #include "serve.h"
 
 #include <pthread.h>
-#include <sys/resource.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <csignal>
 #include <filesystem>
@@ -15,7 +15,7 @@
 #include "api/docs.h"
 #include "config/settings.h"
 #include "db/database.h"
-#include "db/job_notifications.h"
+#include "db/notifications.h"
 #include "db/repositories.h"
 #include "http/server.h"
 #include "jobs/job_runner.h"
@@ -84,9 +84,10 @@ void raise_open_file_limit(int max_connections) {
     ::getrlimit(RLIMIT_NOFILE, &lim);
   }
   if (lim.rlim_cur < wanted)
-    spdlog::warn("open files limited to {} (ulimit -n): less than MAX_CONNECTIONS={} + 256; raise the limit or lower "
-                 "MAX_CONNECTIONS",
-                 static_cast<unsigned long long>(lim.rlim_cur), max_connections);
+    spdlog::warn(
+        "open files limited to {} (ulimit -n): less than MAX_CONNECTIONS={} + 256; raise the limit or lower "
+        "MAX_CONNECTIONS",
+        static_cast<unsigned long long>(lim.rlim_cur), max_connections);
 }
 
 }  // namespace
@@ -139,10 +140,20 @@ int run_serve(const std::string& env_file, const std::string& role, const std::s
 
   jobs::JobRunner runner(settings, *db, store);
   runner.start();
-  // Other processes' uploads wake this one's workers through PostgreSQL; polling covers the gaps.
-  std::unique_ptr<db::JobNotifications> notifications;
-  if (runs_jobs && db->backend() == db::Backend::Postgres)
-    notifications = std::make_unique<db::JobNotifications>(settings.database_url, [&runner] { runner.wake_all(); });
+  // Through PostgreSQL, other processes' uploads wake this one's workers (polling covers the gaps), and their
+  // photo changes reach this one's event streams.
+  std::unique_ptr<db::Notifications> notifications;
+  if (db->backend() == db::Backend::Postgres) {
+    std::function<void()> on_jobs;
+    if (runs_jobs) on_jobs = [&runner] { runner.wake_all(); };
+    std::function<void(std::string_view)> on_photo;
+    if (serves_http)
+      on_photo = [&db = *db](std::string_view payload) {
+        db::PhotoChange change;
+        if (db::from_payload(payload, change)) db.deliver(change);
+      };
+    notifications = std::make_unique<db::Notifications>(settings.database_url, on_jobs, on_photo);
+  }
 
   if (serves_http) {
     bool generated = false;
@@ -150,7 +161,13 @@ int run_serve(const std::string& env_file, const std::string& role, const std::s
     if (generated)
       spdlog::warn("SECRET_KEY is not set: generated a random key into {}/secret_key (mode 0600); keep that file",
                    settings.data_dir);
-    api::Context ctx{settings, *db, store, auth::TokenKey{secret}, [&runner] { runner.wake(); }};
+    api::Context ctx{settings,
+                     *db,
+                     store,
+                     auth::TokenKey{secret},
+                     [&runner] { runner.wake(); },
+                     [&runner](const std::vector<std::string>& ids) { runner.photos_deleted(ids); },
+                     nullptr};  // account_deleted: set by the HTTP server, which holds the event streams
     api::Docs docs(settings.web_dir);
     http::Server server(ctx, docs);
     server.run([&] { spdlog::info("listening on http://{}:{}", settings.host, settings.port); });

@@ -1,5 +1,7 @@
 #include "api/auth_api.h"
 
+#include <limits>
+
 #include "api/ids.h"
 #include "api/validation.h"
 #include "db/repositories.h"
@@ -11,6 +13,8 @@ namespace {
 
 constexpr auto kKnownUserTtl = std::chrono::seconds(10);
 constexpr std::size_t kKnownUsersMax = 100'000;
+// A deleted user's entry: above every real version, so no token matches and a racing read cannot revive it.
+constexpr std::int64_t kDeletedVersion = std::numeric_limits<std::int64_t>::max();
 
 bool iequals_prefix(std::string_view s, std::string_view prefix) {
   if (s.size() < prefix.size()) return false;
@@ -20,6 +24,11 @@ bool iequals_prefix(std::string_view s, std::string_view prefix) {
 }
 
 }  // namespace
+
+AuthApi::AuthApi(Context& ctx)
+    : ctx_(ctx),
+      known_ttl_(ctx.db.backend() == db::Backend::Sqlite ? std::chrono::steady_clock::duration(kKnownUserTtl)
+                                                         : std::chrono::steady_clock::duration::zero()) {}
 
 Response AuthApi::register_user(std::string_view json_body) {
   const auto [username, password] = registration(json_body);
@@ -54,8 +63,9 @@ Response AuthApi::login(std::string_view content_type, std::string_view form_bod
   }
   if (!auth::verify_password(*password, user->password_hash) || !user->is_active)
     throw unauthorized("Incorrect username or password");
-  const auto token = auth::issue_token(
-      ctx_.token_key, user->id, std::chrono::minutes(ctx_.settings.access_token_expire_minutes), now_ms() / 1000);
+  const auto token =
+      auth::issue_token(ctx_.token_key, user->id, std::chrono::minutes(ctx_.settings.access_token_expire_minutes),
+                        now_ms() / 1000, user->token_version);
   return json_response(200, {{"access_token", token}, {"token_type", "bearer"}});
 }
 
@@ -64,23 +74,43 @@ std::string AuthApi::authenticate(std::optional<std::string_view> authorization)
   std::string_view token = authorization->substr(7);
   while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
   if (token.empty()) throw unauthorized("Not authenticated");
-  const auto user_id = auth::verify_token(ctx_.token_key, token, now_ms() / 1000);
-  if (!user_id || !user_exists(*user_id)) throw unauthorized("Could not validate credentials");
-  return *user_id;
+  const auto claims = auth::decode_token(ctx_.token_key, token, now_ms() / 1000);
+  if (!claims || !token_current(claims->user_id, claims->version)) throw unauthorized("Could not validate credentials");
+  return claims->user_id;
 }
 
-bool AuthApi::user_exists(const std::string& id) {
-  const auto now = std::chrono::steady_clock::now();
-  {
+void AuthApi::password_changed(const std::string& user_id, std::int64_t new_version) {
+  remember(user_id, new_version);
+}
+
+void AuthApi::account_deleted(const std::string& user_id) {
+  remember(user_id, kDeletedVersion);
+}
+
+bool AuthApi::token_current(const std::string& user_id, std::int64_t version) {
+  if (known_ttl_ > std::chrono::steady_clock::duration::zero()) {
     std::lock_guard lock(known_mutex_);
-    const auto it = known_users_.find(id);
-    if (it != known_users_.end() && it->second > now) return true;
+    const auto it = known_users_.find(user_id);
+    if (it != known_users_.end() && it->second.until > std::chrono::steady_clock::now() &&
+        it->second.version == version)
+      return true;
   }
-  if (!canonical_uuid(id) || !db::UserRepository(ctx_.db).exists(id)) return false;
+  // A miss or another version: the database decides (the token may be newer than what we saw).
+  if (!canonical_uuid(user_id)) return false;
+  const auto current = db::UserRepository(ctx_.db).token_version(user_id);
+  if (!current) return false;
+  remember(user_id, *current);
+  return *current == version;
+}
+
+void AuthApi::remember(const std::string& user_id, std::int64_t version) {
+  if (known_ttl_ <= std::chrono::steady_clock::duration::zero()) return;
+  const auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(known_mutex_);
   if (known_users_.size() >= kKnownUsersMax) known_users_.clear();
-  known_users_[id] = now + kKnownUserTtl;
-  return true;
+  auto& entry = known_users_[user_id];
+  entry.version = entry.until > now ? std::max(entry.version, version) : version;
+  entry.until = now + known_ttl_;
 }
 
 }  // namespace petcam::api

@@ -9,7 +9,9 @@
 #include <filesystem>
 #include <span>
 
+#include "api/idempotency.h"
 #include "api/ids.h"
+#include "api/photo_json.h"
 #include "api/validation.h"
 #include "db/repositories.h"
 #include "imaging/imaging.h"
@@ -23,20 +25,6 @@ namespace {
 
 std::span<const std::uint8_t> bytes_of(std::string_view s) {
   return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
-}
-
-// JSON numbers for coordinates: the shortest text that reads back the same double, with ".0" kept on
-// integral values so clients see floats, as Python's json does.
-void append_number(std::string& out, double v) {
-  char buf[32];
-  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  if (ec != std::errc{} || !std::isfinite(v)) {
-    out += "0.0";
-    return;
-  }
-  out.append(buf, end);
-  if (std::string_view(buf, static_cast<std::size_t>(end - buf)).find_first_of(".eE") == std::string_view::npos)
-    out += ".0";
 }
 
 FieldError bad_photo_id() {
@@ -56,50 +44,6 @@ std::vector<const request::Part*> parts_named(const std::vector<request::Part>& 
   for (const auto& p : parts)
     if (p.name == name) out.push_back(&p);
   return out;
-}
-
-// One photo's JSON, as the list and /info give it. Written by hand: the list is the hottest JSON we produce,
-// and every string in it is ours (UUIDs, our paths, fixed words), so nothing needs escaping.
-void append_photo(std::string& out, const db::Photo& p) {
-  const auto optional_int = [&](const std::optional<int>& v) {
-    if (v)
-      out += std::to_string(*v);
-    else
-      out += "null";
-  };
-  out += "{\"id\":\"";
-  out += p.id;
-  out += "\",\"original_path\":\"";
-  out += p.original_path;
-  out += "\",\"upscaled_path\":";
-  if (p.upscaled_path) {
-    out += '"';
-    out += *p.upscaled_path;
-    out += '"';
-  } else {
-    out += "null";
-  }
-  out += ",\"status\":\"";
-  out += p.status;
-  out += "\",\"latitude\":";
-  append_number(out, p.latitude);
-  out += ",\"longitude\":";
-  append_number(out, p.longitude);
-  out += ",\"created_at\":\"";
-  out += iso8601_utc(p.created_at_ms);
-  out += "\",\"outscale\":";
-  append_number(out, p.outscale);
-  out += ",\"format\":\"";
-  out += p.format;
-  out += "\",\"width\":";
-  optional_int(p.width);
-  out += ",\"height\":";
-  optional_int(p.height);
-  out += ",\"upscaled_width\":";
-  optional_int(p.upscaled_width);
-  out += ",\"upscaled_height\":";
-  optional_int(p.upscaled_height);
-  out += '}';
 }
 
 // A stored file's type, from the extension the store gave it.
@@ -188,8 +132,8 @@ void PhotoApi::check_output(const imaging::Header& header, const UploadOptions& 
                                   result.width, result.height, result.pixels(), limit, fits));
 }
 
-std::string PhotoApi::store(const std::string& user_id, const request::Part& file, Checked& upload, Coordinates where,
-                            const UploadOptions& options, std::optional<double> score) {
+Response PhotoApi::store(const std::string& user_id, const request::Part& file, Checked& upload, Coordinates where,
+                         const UploadOptions& options, std::optional<double> score, const std::string* key) {
   auto& photo = upload.photo;
   db::Photo row;
   row.id = new_uuid();
@@ -216,56 +160,104 @@ std::string PhotoApi::store(const std::string& user_id, const request::Part& fil
     ctx_.store.remove(thumbnail_rel);
     throw ApiError(500, "File save failed");
   }
+  // The answer is known before the commit, so an Idempotency-Key's record can be finished in the same transaction.
+  nlohmann::json body = {{"message", "Upload successful, processing in background"}, {"id", row.id}};
+  if (score) body = {{"message", "Best cut selected, processing in background"}, {"id", row.id}, {"score", *score}};
+  auto response = json_response(200, body);
+  const db::PhotoRepository::Answer answer{key ? *key : std::string(), 200, response.body};
   try {
-    db::PhotoRepository(ctx_.db).create_with_job(row, new_uuid(), ctx_.settings.job_max_attempts, row.created_at_ms);
+    db::PhotoRepository(ctx_.db).create_with_job(row, new_uuid(), ctx_.settings.job_max_attempts, row.created_at_ms,
+                                                 key ? &answer : nullptr);
   } catch (...) {
     ctx_.store.remove(row.original_path);
     ctx_.store.remove(thumbnail_rel);
     throw;
   }
   if (ctx_.job_queued) ctx_.job_queued();
-  return row.id;
+  return response;
 }
 
-Response PhotoApi::upscale(const std::string& user_id, const std::vector<request::Part>& parts) {
-  const auto files = parts_named(parts, "file");
-  std::vector<FieldError> errors;
-  if (files.empty()) errors.push_back({{"body", "file"}, "Field required", "missing"});
-  UploadOptions options;
-  const auto where = fields(parts, options, errors);
-  if (!errors.empty()) throw ApiError(std::move(errors));
-  require_files(files, "file");
-  auto upload = check_and_decode(*files.front(), "The file", false);
-  check_output(upload.header, options);
-  const auto id = store(user_id, *files.front(), upload, where, options, std::nullopt);
-  return json_response(200, {{"message", "Upload successful, processing in background"}, {"id", id}});
-}
-
-Response PhotoApi::bestcut(const std::string& user_id, const std::vector<request::Part>& parts) {
-  const auto files = parts_named(parts, "files");
-  std::vector<FieldError> errors;
-  if (files.empty()) errors.push_back({{"body", "files"}, "Field required", "missing"});
-  UploadOptions options;
-  const auto where = fields(parts, options, errors);
-  if (!errors.empty()) throw ApiError(std::move(errors));
-  require_files(files, "files");
-  const auto limit = ctx_.settings.max_bestcut_files;
-  if (static_cast<int>(files.size()) > limit)
-    throw ApiError(400, fmt::format("Too many files: {}; the limit is {} per best cut", files.size(), limit));
-
-  const request::Part* best = nullptr;
-  Checked best_upload;
-  double best_score = -1;
-  for (std::size_t i = 0; i < files.size(); ++i) {
-    auto upload =
-        check_and_decode(*files[i], fmt::format("File {} ({})", i + 1, files[i]->filename.value_or("")), true);
-    const double score = imaging::sharpness(upload.photo.rgb);
-    if (score > best_score) best_score = score, best = files[i], best_upload = std::move(upload);
+Response PhotoApi::once(const std::string& user_id, std::string_view key, std::string_view route,
+                        const std::vector<request::Part>& parts,
+                        const std::function<Response(const std::string*)>& handle) {
+  if (key.empty()) return handle(nullptr);
+  if (!valid_idempotency_key(key))
+    throw ApiError({{{"header", "Idempotency-Key"},
+                     "Idempotency-Key must be 1 to 255 printable ASCII characters",
+                     "string_pattern_mismatch"}});
+  const std::string k(key);
+  const auto fingerprint = request_fingerprint(route, parts);
+  const auto now = now_ms();
+  db::IdempotencyRepository keys(ctx_.db);
+  // A key still "in flight" after this long belonged to a process that died before committing anything.
+  const auto stale_before = now - 2000ll * std::max(30, ctx_.settings.handle_timeout_s);
+  if (const auto seen = keys.claim(user_id, k, fingerprint, now, now - kIdempotencyRetentionMs, stale_before)) {
+    if (seen->fingerprint != fingerprint)
+      throw ApiError(422, "This Idempotency-Key was already used with a different request; use a new key");
+    if (!seen->status)
+      throw ApiError(409, "A request with this Idempotency-Key is still being handled; retry shortly",
+                     {{"Retry-After", "1"}});
+    return {*seen->status, "application/json", seen->body, {{"Idempotent-Replayed", "true"}}};
   }
-  check_output(best_upload.header, options);
-  const auto id = store(user_id, *best, best_upload, where, options, best_score);
-  nlohmann::json body = {{"message", "Best cut selected, processing in background"}, {"id", id}, {"score", best_score}};
-  return json_response(200, body);
+  try {
+    return handle(&k);
+  } catch (const ApiError& e) {
+    // A refusal the client must fix is the answer to this request; a busy or broken server's is not.
+    const int status = e.status();
+    if (status >= 400 && status < 500 && status != 409 && status != 429) {
+      keys.finish(user_id, k, status, e.response().body);
+    } else {
+      keys.release(user_id, k);
+    }
+    throw;
+  } catch (...) {
+    keys.release(user_id, k);
+    throw;
+  }
+}
+
+Response PhotoApi::upscale(const std::string& user_id, const std::vector<request::Part>& parts,
+                           std::string_view idempotency_key) {
+  return once(user_id, idempotency_key, "upscale", parts, [&](const std::string* key) {
+    const auto files = parts_named(parts, "file");
+    std::vector<FieldError> errors;
+    if (files.empty()) errors.push_back({{"body", "file"}, "Field required", "missing"});
+    UploadOptions options;
+    const auto where = fields(parts, options, errors);
+    if (!errors.empty()) throw ApiError(std::move(errors));
+    require_files(files, "file");
+    auto upload = check_and_decode(*files.front(), "The file", false);
+    check_output(upload.header, options);
+    return store(user_id, *files.front(), upload, where, options, std::nullopt, key);
+  });
+}
+
+Response PhotoApi::bestcut(const std::string& user_id, const std::vector<request::Part>& parts,
+                           std::string_view idempotency_key) {
+  return once(user_id, idempotency_key, "bestcut", parts, [&](const std::string* key) {
+    const auto files = parts_named(parts, "files");
+    std::vector<FieldError> errors;
+    if (files.empty()) errors.push_back({{"body", "files"}, "Field required", "missing"});
+    UploadOptions options;
+    const auto where = fields(parts, options, errors);
+    if (!errors.empty()) throw ApiError(std::move(errors));
+    require_files(files, "files");
+    const auto limit = ctx_.settings.max_bestcut_files;
+    if (static_cast<int>(files.size()) > limit)
+      throw ApiError(400, fmt::format("Too many files: {}; the limit is {} per best cut", files.size(), limit));
+
+    const request::Part* best = nullptr;
+    Checked best_upload;
+    double best_score = -1;
+    for (std::size_t i = 0; i < files.size(); ++i) {
+      auto upload =
+          check_and_decode(*files[i], fmt::format("File {} ({})", i + 1, files[i]->filename.value_or("")), true);
+      const double score = imaging::sharpness(upload.photo.rgb);
+      if (score > best_score) best_score = score, best = files[i], best_upload = std::move(upload);
+    }
+    check_output(best_upload.header, options);
+    return store(user_id, *best, best_upload, where, options, best_score, key);
+  });
 }
 
 Response PhotoApi::list(const std::string& user_id, std::string_view query) {
@@ -357,6 +349,7 @@ Response PhotoApi::remove(const std::string& user_id, std::string_view photo_id)
   const auto photo = db::PhotoRepository(ctx_.db).remove(user_id, id);
   if (!photo) throw ApiError(404, "Photo not found");
   // The row is gone first: a job still running on it finds no row and removes its own output.
+  if (ctx_.photos_deleted) ctx_.photos_deleted({id});
   ctx_.store.remove_photo(id);
   return json_response(200, {{"message", "Deleted successfully"}});
 }

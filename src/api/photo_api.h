@@ -3,6 +3,7 @@
 // DB and file work happen here: call from the work pool, never from an I/O thread.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -35,8 +36,11 @@ class PhotoApi {
  public:
   explicit PhotoApi(Context& ctx) : ctx_(ctx) {}
 
-  Response upscale(const std::string& user_id, const std::vector<request::Part>& parts);
-  Response bestcut(const std::string& user_id, const std::vector<request::Part>& parts);
+  // `idempotency_key`: the Idempotency-Key header (empty when absent).
+  Response upscale(const std::string& user_id, const std::vector<request::Part>& parts,
+                   std::string_view idempotency_key = {});
+  Response bestcut(const std::string& user_id, const std::vector<request::Part>& parts,
+                   std::string_view idempotency_key = {});
   Response list(const std::string& user_id, std::string_view query);
   FileResponse download(const std::string& user_id, std::string_view photo_id, std::string_view query,
                         const DownloadHeaders& headers = {});
@@ -61,8 +65,13 @@ class PhotoApi {
   void check_output(const imaging::Header& header, const UploadOptions& options) const;
   // Writes the original and its thumbnail, then the photo and its job in one transaction; on any failure
   // nothing stays.
-  std::string store(const std::string& user_id, const request::Part& file, Checked& upload, Coordinates where,
-                    const UploadOptions& options, std::optional<double> score);
+  // With `key`, that Idempotency-Key's record gets the answer in the photo's transaction.
+  Response store(const std::string& user_id, const request::Part& file, Checked& upload, Coordinates where,
+                 const UploadOptions& options, std::optional<double> score, const std::string* key);
+  // Runs `handle` once per Idempotency-Key (SPEC.md): replays a finished answer, 409 while the first is in
+  // flight, 422 for the same key on another request. No key: just `handle(nullptr)`.
+  Response once(const std::string& user_id, std::string_view key, std::string_view route,
+                const std::vector<request::Part>& parts, const std::function<Response(const std::string*)>& handle);
 
   Context& ctx_;
 };

@@ -16,6 +16,10 @@ enum class Op {
   GetPhoto,
   PhotoInfo,
   DeletePhoto,
+  Events,
+  Me,
+  ChangePassword,
+  DeleteAccount,
   Health,
   Metrics,
   OpenApi,
@@ -31,7 +35,7 @@ struct Route {
   bool in_schema;  // documented in openapi.json (the docs pages themselves are not, as in FastAPI)
 };
 
-inline constexpr std::array<Route, 14> kRoutes{{
+inline constexpr std::array<Route, 18> kRoutes{{
     {"POST", "/register", Op::Register, true},
     {"POST", "/token", Op::Token, true},
     {"POST", "/upscale", Op::Upscale, true},
@@ -40,6 +44,10 @@ inline constexpr std::array<Route, 14> kRoutes{{
     {"GET", "/photos/{photo_id}", Op::GetPhoto, true},
     {"GET", "/photos/{photo_id}/info", Op::PhotoInfo, true},
     {"DELETE", "/photos/{photo_id}", Op::DeletePhoto, true},
+    {"GET", "/events", Op::Events, true},
+    {"GET", "/users/me", Op::Me, true},
+    {"POST", "/users/me/password", Op::ChangePassword, true},
+    {"DELETE", "/users/me", Op::DeleteAccount, true},
     {"GET", "/health", Op::Health, true},
     {"GET", "/metrics", Op::Metrics, false},  // Prometheus text, not part of the app's API
     {"GET", "/openapi.json", Op::OpenApi, false},

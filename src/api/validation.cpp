@@ -132,6 +132,28 @@ Registration registration(std::string_view json_body) {
   return {std::move(*username), std::move(*password)};
 }
 
+namespace {
+// A password being checked, not chosen: any length a request can carry (a wrong one is a 400, not a 422).
+constexpr std::size_t kAnyLength = std::numeric_limits<std::size_t>::max();
+}  // namespace
+
+PasswordChange password_change(std::string_view json_body) {
+  const auto body = parse_json_object(json_body);
+  std::vector<FieldError> errors;
+  auto current = string_field(body, "current_password", 0, kAnyLength, errors);
+  auto chosen = string_field(body, "new_password", 6, 1024, errors);
+  if (!errors.empty()) throw ApiError(std::move(errors));
+  return {std::move(*current), std::move(*chosen)};
+}
+
+std::string account_deletion(std::string_view json_body) {
+  const auto body = parse_json_object(json_body);
+  std::vector<FieldError> errors;
+  auto password = string_field(body, "password", 0, kAnyLength, errors);
+  if (!errors.empty()) throw ApiError(std::move(errors));
+  return std::move(*password);
+}
+
 ListQuery list_query(std::string_view query) {
   const auto q = request::parse_urlencoded(query);
   std::vector<FieldError> errors;

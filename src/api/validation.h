@@ -35,6 +35,17 @@ struct Registration {
 };
 Registration registration(std::string_view json_body);
 
+// The body of POST /users/me/password: {"current_password", "new_password": 6..1024 chars as at
+// registration}, or ApiError 422.
+struct PasswordChange {
+  std::string current_password;
+  std::string new_password;
+};
+PasswordChange password_change(std::string_view json_body);
+
+// The body of DELETE /users/me: {"password"}, or ApiError 422.
+std::string account_deletion(std::string_view json_body);
+
 // GET /photos?skip=&limit= (skip >= 0, limit 1..1000, default 100), or ApiError 422.
 struct ListQuery {
   std::int64_t skip = 0;

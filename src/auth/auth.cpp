@@ -5,6 +5,8 @@
 #include <sodium.h>
 
 #include <cerrno>
+#include <charconv>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -67,8 +69,8 @@ void verify_dummy(std::string_view password) {
   (void)verify_password(password, dummy);
 }
 
-std::string issue_token(const TokenKey& key, std::string_view user_id, std::chrono::seconds ttl,
-                        std::int64_t now_unix) {
+std::string issue_token(const TokenKey& key, std::string_view user_id, std::chrono::seconds ttl, std::int64_t now_unix,
+                        std::int64_t version) {
   if (key.secret.empty()) throw std::invalid_argument("token secret is empty");
   jwt_t* raw = nullptr;
   if (jwt_new(&raw) != 0) throw std::runtime_error("jwt_new failed");
@@ -76,6 +78,7 @@ std::string issue_token(const TokenKey& key, std::string_view user_id, std::chro
   const std::string sub(user_id);
   if (jwt_add_grant(jwt.get(), "sub", sub.c_str()) != 0 || jwt_add_grant_int(jwt.get(), "iat", now_unix) != 0 ||
       jwt_add_grant_int(jwt.get(), "exp", now_unix + ttl.count()) != 0 ||
+      jwt_add_grant_int(jwt.get(), "ver", version) != 0 ||
       jwt_set_alg(jwt.get(), JWT_ALG_HS256, reinterpret_cast<const unsigned char*>(key.secret.data()),
                   static_cast<int>(key.secret.size())) != 0)
     throw std::runtime_error("building the token failed");
@@ -84,7 +87,7 @@ std::string issue_token(const TokenKey& key, std::string_view user_id, std::chro
   return encoded.get();
 }
 
-std::optional<std::string> verify_token(const TokenKey& key, std::string_view token, std::int64_t now_unix) {
+std::optional<TokenClaims> decode_token(const TokenKey& key, std::string_view token, std::int64_t now_unix) {
   // libjwt skips the signature when the key is NULL (alg "none" passes): never call it without one.
   if (key.secret.empty() || token.empty() || token.size() > 4096) return std::nullopt;
   const std::string t(token);
@@ -101,7 +104,22 @@ std::optional<std::string> verify_token(const TokenKey& key, std::string_view to
   if (errno != 0 || exp <= now_unix) return std::nullopt;
   const char* sub = jwt_get_grant(jwt.get(), "sub");
   if (!sub || !*sub) return std::nullopt;
-  return std::string(sub);
+  TokenClaims claims{sub, 0};
+  // libjwt reads a string or a fraction as the integer 0: read the claim's JSON text instead (digits only).
+  std::unique_ptr<char, decltype(&std::free)> ver(jwt_get_grants_json(jwt.get(), "ver"), &std::free);
+  if (ver) {
+    const std::string_view text(ver.get());
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), claims.version);
+    if (text.empty() || text.front() == '-' || ec != std::errc{} || end != text.data() + text.size())
+      return std::nullopt;
+  }
+  return claims;
+}
+
+std::optional<std::string> verify_token(const TokenKey& key, std::string_view token, std::int64_t now_unix) {
+  auto claims = decode_token(key, token, now_unix);
+  if (!claims) return std::nullopt;
+  return std::move(claims->user_id);
 }
 
 }  // namespace petcam::auth

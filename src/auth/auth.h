@@ -1,5 +1,5 @@
 // Passwords (Argon2id; bcrypt hashes from the Python original still verify) and access tokens
-// (JWT HS256 with sub/iat/exp). The algorithm and expiry are checked here, not trusted to libjwt.
+// (JWT HS256 with sub/iat/exp/ver). The algorithm and expiry are checked here, not trusted to libjwt.
 #pragma once
 
 #include <chrono>
@@ -21,10 +21,20 @@ struct TokenKey {
   std::string secret;  // HS256 key; never empty
 };
 
-// A signed HS256 JWT with sub = user_id, iat = now, exp = now + ttl.
-std::string issue_token(const TokenKey& key, std::string_view user_id, std::chrono::seconds ttl, std::int64_t now_unix);
-// The subject of a valid token, or nothing: bad signature, another algorithm (none, HS512, ...),
-// expired, or missing sub/exp.
+// A signed HS256 JWT with sub = user_id, iat = now, exp = now + ttl, ver = the user's token version
+// (bumped when the password changes, so every older token stops counting).
+std::string issue_token(const TokenKey& key, std::string_view user_id, std::chrono::seconds ttl, std::int64_t now_unix,
+                        std::int64_t version = 0);
+
+struct TokenClaims {
+  std::string user_id;
+  std::int64_t version = 0;  // tokens issued before versions existed carry no `ver`: 0
+};
+// The claims of a valid token, or nothing: bad signature, another algorithm (none, HS512, ...),
+// expired, missing sub/exp, or a `ver` that is not a non-negative integer. The caller compares the
+// version with the user's.
+std::optional<TokenClaims> decode_token(const TokenKey& key, std::string_view token, std::int64_t now_unix);
+// decode_token's subject only.
 std::optional<std::string> verify_token(const TokenKey& key, std::string_view token, std::int64_t now_unix);
 
 }  // namespace petcam::auth

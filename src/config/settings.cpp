@@ -134,11 +134,16 @@ Settings load_settings(const std::map<std::string, std::string>& env) {
   integer("MAX_OUTPUT_PIXELS", s.max_output_pixels, 1, std::int64_t{1} << 40);
   integer("THUMBNAIL_SIZE", s.thumbnail_size, 16, 4096);
   integer("PREVIEW_SIZE", s.preview_size, 16, 16384);
+  integer("EVENTS_MAX_STREAMS", s.events_max_streams, 0, 1'000'000);
+  integer("EVENTS_MAX_STREAMS_PER_USER", s.events_max_streams_per_user, 0, 1'000'000);
+  integer("EVENTS_KEEPALIVE_SECONDS", s.events_keepalive_s, 1, 3600);
+  integer("EVENTS_BUFFER_BYTES", s.events_buffer_bytes, 1024, std::int64_t{1} << 30);
 
   rate("RATE_LIMIT_REGISTER", s.rate_register);
   rate("RATE_LIMIT_TOKEN", s.rate_token);
   rate("RATE_LIMIT_UPSCALE", s.rate_upscale);
   rate("RATE_LIMIT_BESTCUT", s.rate_bestcut);
+  rate("RATE_LIMIT_ACCOUNT", s.rate_account);
 
   text("MODEL", s.model);
   text("MODELS_DIR", s.models_dir);

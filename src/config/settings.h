@@ -56,15 +56,22 @@ struct Settings {
   int thumbnail_size = 256;  // from the original, at upload
   int preview_size = 2048;   // from the result, by the job
 
+  // GET /events (Server-Sent Events)
+  int events_max_streams = 256;                // per server: 503 above
+  int events_max_streams_per_user = 8;         // 429 above
+  int events_keepalive_s = 15;                 // a comment line at least this often
+  std::int64_t events_buffer_bytes = 1 << 20;  // unwritten bytes a slow reader may leave: its stream is dropped above
+
   // Rate limits per client IP
   RateLimit rate_register{5, 60, "5 per 1 minute"};
   RateLimit rate_token{10, 60, "10 per 1 minute"};
   RateLimit rate_upscale{10, 60, "10 per 1 minute"};
   RateLimit rate_bestcut{10, 60, "10 per 1 minute"};
+  RateLimit rate_account{10, 60, "10 per 1 minute"};  // GET /users/me, POST /users/me/password, DELETE /users/me
 
   // Jobs
-  std::string model = "x4fast";  // x4fast, x4plus, or a path to .param / .pth
-  std::string models_dir;        // where x4fast/x4plus are looked up (also PETCAM_MODELS_DIR)
+  std::string model = "x4fast";    // x4fast, x4plus, or a path to .param / .pth
+  std::string models_dir;          // where x4fast/x4plus are looked up (also PETCAM_MODELS_DIR)
   std::string precision = "auto";  // auto (fp16 on CUDA, bf16 or fp32 on the CPU), fp32, fp16 (CUDA), bf16
   std::string device = "auto";     // auto (CUDA if available), cpu, cuda (workers spread over GPUs), cuda:N
   int tile = -1;

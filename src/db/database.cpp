@@ -4,6 +4,7 @@
 #include <soci/postgresql/soci-postgresql.h>
 #include <soci/soci.h>
 #include <soci/sqlite3/soci-sqlite3.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cctype>
@@ -470,6 +471,41 @@ void Database::transaction(const std::function<void(soci::session&)>& fn) {
       throw;
     }
   }
+}
+
+void Database::on_photo_change(PhotoListener listener) {
+  std::lock_guard lock(listeners_mutex_);
+  photo_listeners_.push_back(std::make_shared<const PhotoListener>(std::move(listener)));
+}
+
+void Database::deliver(const PhotoChange& change) const {
+  std::vector<std::shared_ptr<const PhotoListener>> listeners;
+  {
+    std::lock_guard lock(listeners_mutex_);
+    listeners = photo_listeners_;
+  }
+  for (const auto& listener : listeners) {
+    try {
+      (*listener)(change);
+    } catch (const std::exception& e) {
+      spdlog::warn("photo {}: a listener of its change failed: {}", change.photo_id, e.what());
+    }
+  }
+}
+
+std::string to_payload(const PhotoChange& c) {
+  return c.user_id + " " + c.photo_id + (c.deleted ? " d" : " p");
+}
+
+bool from_payload(std::string_view payload, PhotoChange& out) {
+  const auto a = payload.find(' ');
+  const auto b = a == std::string_view::npos ? a : payload.find(' ', a + 1);
+  if (b == std::string_view::npos || payload.size() != b + 2 || (payload[b + 1] != 'p' && payload[b + 1] != 'd'))
+    return false;
+  out.user_id = std::string(payload.substr(0, a));
+  out.photo_id = std::string(payload.substr(a + 1, b - a - 1));
+  out.deleted = payload[b + 1] == 'd';
+  return !out.user_id.empty() && !out.photo_id.empty();
 }
 
 }  // namespace petcam::db

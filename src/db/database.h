@@ -7,8 +7,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace soci {
@@ -39,6 +41,18 @@ struct Options {
 };
 
 class Database;
+
+// One of a user's photos changed (status, progress) or was deleted. Every process hears of it: PostgreSQL
+// carries it with NOTIFY petcam_photos from the writing transaction to each process's listener
+// (db/notifications.h); on SQLite, one process, the writer hands it on after its commit.
+struct PhotoChange {
+  std::string user_id;
+  std::string photo_id;
+  bool deleted = false;
+};
+std::string to_payload(const PhotoChange& c);  // "<user_id> <photo_id> <p|d>"
+bool from_payload(std::string_view payload, PhotoChange& out);
+using PhotoListener = std::function<void(const PhotoChange&)>;
 
 // One pooled session for the duration of a scope. Returned to the pool on destruction; a session that
 // saw a connection error is reconnected before its next use.
@@ -72,6 +86,10 @@ class Database {
   // rethrows on any exception. Connection-level failures come out as Unavailable.
   void transaction(const std::function<void(soci::session&)>& fn);
 
+  // Listeners of photo changes (kept for the database's life); called on the thread that delivers.
+  void on_photo_change(PhotoListener listener);
+  void deliver(const PhotoChange& change) const;
+
  private:
   friend class Lease;
   Database(Backend backend, std::unique_ptr<soci::connection_pool> pool, Options options);
@@ -90,6 +108,8 @@ class Database {
   std::vector<char> broken_;               // saw its connection die: reconnect before the next use
   std::vector<std::uint64_t> checked_at_;  // value of losses_ when the connection was last known good
   std::atomic<std::uint64_t> losses_{0};   // connections seen dying so far: others may be dead too
+  mutable std::mutex listeners_mutex_;
+  std::vector<std::shared_ptr<const PhotoListener>> photo_listeners_;
 };
 
 // The libpq connection URI for a postgresql:// DATABASE_URL (for connections outside the pool, such as

@@ -22,13 +22,29 @@ constexpr const char* kInsertUser =
     " VALUES (:id, :username, :password_hash, :is_active, :created_at)"
     " ON CONFLICT (username) DO NOTHING RETURNING id";
 // Booleans come back as 0/1 from both backends this way (SQLite has no boolean type).
-constexpr const char* kFindUserByName =
-    "SELECT id, username, password_hash, CASE WHEN is_active THEN 1 ELSE 0 END FROM users WHERE username = :username";
+#define PETCAM_USER_COLUMNS \
+  "id, username, password_hash, CASE WHEN is_active THEN 1 ELSE 0 END, created_at, token_version"
+constexpr const char* kFindUserByName = "SELECT " PETCAM_USER_COLUMNS " FROM users WHERE username = :username";
+constexpr const char* kFindUserById = "SELECT " PETCAM_USER_COLUMNS " FROM users WHERE id = :id";
+#undef PETCAM_USER_COLUMNS
 constexpr const char* kCountUserById = "SELECT COUNT(*) FROM users WHERE id = :id";
+constexpr const char* kUserTokenVersion = "SELECT token_version FROM users WHERE id = :id";
+constexpr const char* kCountPhotosOfUser = "SELECT COUNT(*) FROM photos WHERE user_id = :user_id";
+constexpr const char* kChangePassword =
+    "UPDATE users SET password_hash = :password_hash, token_version = token_version + 1 WHERE id = :id"
+    " RETURNING token_version";
+// Deleting an account. The user row is locked first (PostgreSQL), so no upload can add a photo meanwhile (its
+// insert needs a share lock on the user); then jobs before photos, the order every other writer locks them in.
+constexpr const char* kLockUserPostgres = "SELECT id FROM users WHERE id = :id FOR UPDATE";
+constexpr const char* kLockUserSqlite = "SELECT id FROM users WHERE id = :id";  // BEGIN IMMEDIATE holds the lock
+constexpr const char* kDeleteJobsOfUser =
+    "DELETE FROM jobs WHERE photo_id IN (SELECT id FROM photos WHERE user_id = :user_id)";
+constexpr const char* kDeletePhotosOfUser = "DELETE FROM photos WHERE user_id = :user_id RETURNING id";
+constexpr const char* kDeleteUser = "DELETE FROM users WHERE id = :id";
 
 #define PETCAM_PHOTO_COLUMNS                                                                                     \
   "id, user_id, original_path, upscaled_path, status, latitude, longitude, created_at, score, outscale, format," \
-  " width, height, upscaled_width, upscaled_height"
+  " width, height, upscaled_width, upscaled_height, progress, error, started_at, completed_at"
 constexpr const char* kInsertPhoto =
     "INSERT INTO photos (id, user_id, original_path, upscaled_path, status, latitude, longitude, score, created_at,"
     " outscale, format, width, height)"
@@ -60,7 +76,11 @@ constexpr const char* kClaimJobPostgres =
 constexpr const char* kClaimJobSqlite = PETCAM_CLAIM_SET ") RETURNING id, photo_id, attempts, max_attempts";
 #undef PETCAM_CLAIM_SET
 constexpr const char* kMarkPhotoProcessing =
-    "UPDATE photos SET status = 'processing' WHERE id = :photo_id RETURNING original_path, outscale, format";
+    "UPDATE photos SET status = 'processing', progress = 0, error = NULL, started_at = :now, completed_at = NULL"
+    " WHERE id = :photo_id RETURNING original_path, outscale, format, user_id";
+constexpr const char* kPhotoProgress =
+    "UPDATE photos SET progress = CASE WHEN progress < :progress THEN :progress2 ELSE progress END"
+    " WHERE id = :photo_id RETURNING user_id, status";
 
 #define PETCAM_OURS " WHERE id = :job_id AND lease_owner = :worker AND state = 'processing'"
 constexpr const char* kRenewLease = "UPDATE jobs SET lease_expires_at = :lease_until" PETCAM_OURS " RETURNING id";
@@ -69,7 +89,8 @@ constexpr const char* kCompleteJob =
     " updated_at = :now, model = :model, duration_ms = :duration_ms" PETCAM_OURS " RETURNING photo_id";
 constexpr const char* kCompletePhoto =
     "UPDATE photos SET status = 'completed', upscaled_path = :upscaled_path, upscaled_width = :upscaled_width,"
-    " upscaled_height = :upscaled_height WHERE id = :photo_id";
+    " upscaled_height = :upscaled_height, progress = 1, error = NULL, completed_at = :now WHERE id = :photo_id"
+    " RETURNING user_id";
 // CASE arms see the row as it was; CASTs give PostgreSQL a type for parameters that have no column to infer from.
 constexpr const char* kFailJob =
     "UPDATE jobs SET"
@@ -82,7 +103,28 @@ constexpr const char* kReleaseJob =
     "UPDATE jobs SET state = 'queued', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,"
     " lease_owner = NULL, lease_expires_at = NULL, updated_at = :now" PETCAM_OURS " RETURNING photo_id";
 #undef PETCAM_OURS
-constexpr const char* kSetPhotoStatus = "UPDATE photos SET status = :status WHERE id = :photo_id";
+// The photo follows its job: queued again (progress back to 0), or failed with a reason for people.
+constexpr const char* kPhotoQueued =
+    "UPDATE photos SET status = 'queued', progress = 0, error = NULL, completed_at = NULL WHERE id = :photo_id"
+    " RETURNING user_id";
+constexpr const char* kPhotoFailed =
+    "UPDATE photos SET status = 'failed', error = :error, completed_at = :now WHERE id = :photo_id RETURNING user_id";
+// PostgreSQL: delivered with the transaction's COMMIT to every process's listener (db/notifications.h).
+constexpr const char* kNotifyPhoto = "SELECT pg_notify('petcam_photos', :payload)";
+constexpr const char* kClaimKey =
+    "INSERT INTO idempotency_keys (user_id, idem_key, fingerprint, created_at) VALUES (:user_id, :idem_key,"
+    " :fingerprint, :created_at) ON CONFLICT (user_id, idem_key) DO NOTHING RETURNING created_at";
+constexpr const char* kFindKey =
+    "SELECT fingerprint, status, body, created_at FROM idempotency_keys WHERE user_id = :user_id AND idem_key = :k";
+constexpr const char* kReplaceExpiredKey =
+    "UPDATE idempotency_keys SET fingerprint = :fingerprint, status = NULL, body = NULL, created_at = :now"
+    " WHERE user_id = :user_id AND idem_key = :k"
+    " AND (created_at < :expired_before OR (status IS NULL AND created_at < :stale_before)) RETURNING created_at";
+constexpr const char* kFinishKey =
+    "UPDATE idempotency_keys SET status = :status, body = :body WHERE user_id = :user_id AND idem_key = :k";
+constexpr const char* kReleaseKey =
+    "DELETE FROM idempotency_keys WHERE user_id = :user_id AND idem_key = :k AND status IS NULL";
+constexpr const char* kSweepKeys = "DELETE FROM idempotency_keys WHERE created_at < :expired_before";
 // A NULL owner pattern matches nothing, so an empty prefix recovers only expired leases.
 constexpr const char* kRecoverJobs =
     "UPDATE jobs SET"
@@ -115,7 +157,8 @@ constexpr const char* kCountJobs =
 constexpr const char* kListPhotosPreparedName = "petcam_list_photos";
 constexpr const char* kListPhotosPrepared =
     "SELECT id, user_id, original_path, upscaled_path, status, latitude, longitude, created_at, score, outscale,"
-    " format, width, height, upscaled_width, upscaled_height FROM photos WHERE user_id = $1 ORDER BY created_at DESC, "
+    " format, width, height, upscaled_width, upscaled_height, progress, error, started_at, completed_at"
+    " FROM photos WHERE user_id = $1 ORDER BY created_at DESC, "
     "id DESC LIMIT $2 OFFSET $3";
 
 // Rows fetched per round trip when listing photos (the API's largest page).
@@ -123,12 +166,13 @@ constexpr std::int64_t kListBatch = 1000;
 
 // One photo row, bound column by column in PETCAM_PHOTO_COLUMNS order.
 struct PhotoRow {
-  std::string id, user_id, original_path, upscaled_path, status, format;
-  double latitude = 0, longitude = 0, score = 0, outscale = 4;
-  long long created_at = 0;
+  std::string id, user_id, original_path, upscaled_path, status, format, error;
+  double latitude = 0, longitude = 0, score = 0, outscale = 4, progress = 0;
+  long long created_at = 0, started_at = 0, completed_at = 0;
   int width = 0, height = 0, upscaled_width = 0, upscaled_height = 0;
   soci::indicator upscaled_ind = soci::i_null, score_ind = soci::i_null, width_ind = soci::i_null,
-                  height_ind = soci::i_null, upscaled_width_ind = soci::i_null, upscaled_height_ind = soci::i_null;
+                  height_ind = soci::i_null, upscaled_width_ind = soci::i_null, upscaled_height_ind = soci::i_null,
+                  error_ind = soci::i_null, started_ind = soci::i_null, completed_ind = soci::i_null;
 
   // Runs `sql` (PETCAM_PHOTO_COLUMNS from one photo, by :photo_id and :user_id) into this row; false for none.
   // The statement is gone when this returns (SQLite wants a RETURNING statement finished before COMMIT).
@@ -151,6 +195,10 @@ struct PhotoRow {
     st.exchange(soci::into(height, height_ind));
     st.exchange(soci::into(upscaled_width, upscaled_width_ind));
     st.exchange(soci::into(upscaled_height, upscaled_height_ind));
+    st.exchange(soci::into(progress));
+    st.exchange(soci::into(error, error_ind));
+    st.exchange(soci::into(started_at, started_ind));
+    st.exchange(soci::into(completed_at, completed_ind));
     st.alloc();
     st.prepare(sql);
     st.define_and_bind();
@@ -174,6 +222,10 @@ struct PhotoRow {
     if (height_ind == soci::i_ok) p.height = height;
     if (upscaled_width_ind == soci::i_ok) p.upscaled_width = upscaled_width;
     if (upscaled_height_ind == soci::i_ok) p.upscaled_height = upscaled_height;
+    p.progress = progress;
+    if (error_ind == soci::i_ok) p.error = error;
+    if (started_ind == soci::i_ok) p.started_at_ms = started_at;
+    if (completed_ind == soci::i_ok) p.completed_at_ms = completed_at;
     return p;
   }
 };
@@ -236,13 +288,49 @@ std::vector<Photo> list_prepared(PGconn* conn, const std::string& user_id, long 
     p.height = optional_int(12);
     p.upscaled_width = optional_int(13);
     p.upscaled_height = optional_int(14);
+    p.progress = std::strtod(PQgetvalue(r.get(), i, 15), nullptr);
+    if (!PQgetisnull(r.get(), i, 16)) p.error = text(16);
+    if (!PQgetisnull(r.get(), i, 17)) p.started_at_ms = std::strtoll(PQgetvalue(r.get(), i, 17), nullptr, 10);
+    if (!PQgetisnull(r.get(), i, 18)) p.completed_at_ms = std::strtoll(PQgetvalue(r.get(), i, 18), nullptr, 10);
   }
   return out;
 }
 
-// The photo follows its job: same word for both.
-void set_photo_status(soci::session& s, const std::string& photo_id, const std::string& status) {
-  s << kSetPhotoStatus, soci::use(status), soci::use(photo_id);
+// Photo changes made inside one transaction. PostgreSQL: NOTIFY goes with the transaction (delivered at COMMIT
+// to every process's listener, this one's too). SQLite: the caller delivers them once the transaction committed.
+class Changes {
+ public:
+  explicit Changes(Database& db) : db_(db) {}
+  void reset() { pending_.clear(); }  // the transaction runs again from its start
+  void add(soci::session& s, PhotoChange c) {
+    if (db_.backend() == Backend::Postgres) {
+      const auto payload = to_payload(c);
+      s << kNotifyPhoto, soci::use(payload);
+    } else {
+      pending_.push_back(std::move(c));
+    }
+  }
+  void deliver() {
+    for (const auto& c : pending_) db_.deliver(c);
+    pending_.clear();
+  }
+
+ private:
+  Database& db_;
+  std::vector<PhotoChange> pending_;
+};
+
+// The photo follows its job back to the queue, or into failure.
+void photo_queued(soci::session& s, Changes& changes, const std::string& photo_id) {
+  std::string user_id;
+  s << kPhotoQueued, soci::use(photo_id), soci::into(user_id);
+  if (s.got_data()) changes.add(s, {user_id, photo_id});
+}
+void photo_failed(soci::session& s, Changes& changes, const std::string& photo_id, const std::string& reason,
+                  long long now) {
+  std::string user_id;
+  s << kPhotoFailed, soci::use(reason), soci::use(now), soci::use(photo_id), soci::into(user_id);
+  if (s.got_data()) changes.add(s, {user_id, photo_id});
 }
 
 }  // namespace
@@ -263,16 +351,81 @@ std::optional<User> UserRepository::create(const User& user, std::int64_t now_ms
   });
 }
 
-std::optional<User> UserRepository::find_by_username(const std::string& username) {
-  return internal::with_session(db_, true, [&](soci::session& s) -> std::optional<User> {
+// One user by `sql` (PETCAM_USER_COLUMNS, one parameter).
+static std::optional<User> find_user(Database& db, const char* sql, const std::string& key) {
+  return internal::with_session(db, true, [&](soci::session& s) -> std::optional<User> {
     User u;
     int active = 0;
-    s << kFindUserByName, soci::use(username), soci::into(u.id), soci::into(u.username), soci::into(u.password_hash),
-        soci::into(active);
+    long long created_at = 0, version = 0;
+    s << sql, soci::use(key), soci::into(u.id), soci::into(u.username), soci::into(u.password_hash), soci::into(active),
+        soci::into(created_at), soci::into(version);
     if (!s.got_data()) return std::nullopt;
     u.is_active = active != 0;
+    u.created_at_ms = created_at;
+    u.token_version = version;
     return u;
   });
+}
+
+std::optional<User> UserRepository::find_by_username(const std::string& username) {
+  return find_user(db_, kFindUserByName, username);
+}
+
+std::optional<User> UserRepository::find(const std::string& id) {
+  return find_user(db_, kFindUserById, id);
+}
+
+std::optional<std::int64_t> UserRepository::token_version(const std::string& id) {
+  return internal::with_session(db_, true, [&](soci::session& s) -> std::optional<std::int64_t> {
+    long long version = 0;
+    s << kUserTokenVersion, soci::use(id), soci::into(version);
+    if (!s.got_data()) return std::nullopt;
+    return version;
+  });
+}
+
+std::int64_t UserRepository::photo_count(const std::string& id) {
+  return internal::with_session(db_, true, [&](soci::session& s) {
+    long long n = 0;
+    s << kCountPhotosOfUser, soci::use(id), soci::into(n);
+    return static_cast<std::int64_t>(n);
+  });
+}
+
+std::optional<std::int64_t> UserRepository::change_password(const std::string& id, const std::string& password_hash) {
+  std::optional<std::int64_t> version;
+  db_.transaction([&](soci::session& s) {
+    version.reset();
+    long long v = 0;
+    s << kChangePassword, soci::use(password_hash), soci::use(id), soci::into(v);
+    if (s.got_data()) version = v;
+  });
+  return version;
+}
+
+std::optional<std::vector<std::string>> UserRepository::remove(const std::string& id) {
+  std::optional<std::vector<std::string>> removed;
+  Changes changes(db_);
+  db_.transaction([&](soci::session& s) {
+    removed.reset();
+    changes.reset();
+    std::string locked;
+    s << (db_.backend() == Backend::Postgres ? kLockUserPostgres : kLockUserSqlite), soci::use(id), soci::into(locked);
+    if (!s.got_data()) return;
+    s << kDeleteJobsOfUser, soci::use(id);
+    std::vector<std::string> photos;
+    {
+      std::string photo_id;
+      soci::statement st = (s.prepare << kDeletePhotosOfUser, soci::use(id), soci::into(photo_id));
+      st.execute();
+      while (st.fetch()) photos.push_back(photo_id);
+    }  // SQLite: the RETURNING statement is finished before the next statement and COMMIT
+    s << kDeleteUser, soci::use(id);
+    for (const auto& photo_id : photos) changes.add(s, {id, photo_id, true});
+    removed = std::move(photos);
+  });
+  changes.deliver();
+  return removed;
 }
 
 // Whether `count_sql` (a COUNT(*) by one id) finds a row.
@@ -291,7 +444,7 @@ bool UserRepository::exists(const std::string& id) {
 // ---- photos ----
 
 void PhotoRepository::create_with_job(const Photo& photo, const std::string& job_id, int max_attempts,
-                                      std::int64_t now_ms) {
+                                      std::int64_t now_ms, const Answer* idempotency) {
   const long long now = now_ms;
   const long long created_at = photo.created_at_ms != 0 ? photo.created_at_ms : now_ms;
   const std::string upscaled = photo.upscaled_path.value_or("");
@@ -301,15 +454,22 @@ void PhotoRepository::create_with_job(const Photo& photo, const std::string& job
   const int width = photo.width.value_or(0), height = photo.height.value_or(0);
   soci::indicator width_ind = photo.width ? soci::i_ok : soci::i_null;
   soci::indicator height_ind = photo.height ? soci::i_ok : soci::i_null;
+  Changes changes(db_);
   db_.transaction([&](soci::session& s) {
+    changes.reset();
     s << kInsertPhoto, soci::use(photo.id), soci::use(photo.user_id), soci::use(photo.original_path),
         soci::use(upscaled, upscaled_ind), soci::use(photo.latitude), soci::use(photo.longitude),
         soci::use(score, score_ind), soci::use(created_at), soci::use(photo.outscale), soci::use(photo.format),
         soci::use(width, width_ind), soci::use(height, height_ind);
     s << kInsertJob, soci::use(job_id), soci::use(photo.id), soci::use(max_attempts), soci::use(now), soci::use(now),
         soci::use(now);
+    if (idempotency)
+      s << kFinishKey, soci::use(idempotency->status), soci::use(idempotency->body), soci::use(photo.user_id),
+          soci::use(idempotency->key);
+    changes.add(s, {photo.user_id, photo.id});
     if (db_.backend() == Backend::Postgres) s << kNotifyJobs;  // delivered at COMMIT
   });
+  changes.deliver();
 }
 
 std::vector<Photo> PhotoRepository::list(const std::string& user_id, std::int64_t skip, std::int64_t limit) {
@@ -327,17 +487,18 @@ std::vector<Photo> PhotoRepository::list(const std::string& user_id, std::int64_
     const std::size_t got = internal::with_session(db_, true, [&](soci::session& s) -> std::size_t {
       // SOCI 4.0.3's SQLite backend fetches nothing into vectors of size 1; LIMIT still bounds the rows.
       const auto n = static_cast<std::size_t>(std::max(batch, 2LL));
-      std::vector<std::string> ids(n), users(n), originals(n), upscaled(n), statuses(n), formats(n);
-      std::vector<double> lats(n), lngs(n), scores(n), outscales(n);
-      std::vector<long long> created(n);
+      std::vector<std::string> ids(n), users(n), originals(n), upscaled(n), statuses(n), formats(n), errors(n);
+      std::vector<double> lats(n), lngs(n), scores(n), outscales(n), progresses(n);
+      std::vector<long long> created(n), started(n), completed(n);
       std::vector<int> widths(n), heights(n), up_widths(n), up_heights(n);
       std::vector<soci::indicator> upscaled_ind(n), score_ind(n), width_ind(n), height_ind(n), up_width_ind(n),
-          up_height_ind(n);
+          up_height_ind(n), error_ind(n), started_ind(n), completed_ind(n);
       s << kListPhotos, soci::use(user_id), soci::use(batch), soci::use(offset), soci::into(ids), soci::into(users),
           soci::into(originals), soci::into(upscaled, upscaled_ind), soci::into(statuses), soci::into(lats),
           soci::into(lngs), soci::into(created), soci::into(scores, score_ind), soci::into(outscales),
           soci::into(formats), soci::into(widths, width_ind), soci::into(heights, height_ind),
-          soci::into(up_widths, up_width_ind), soci::into(up_heights, up_height_ind);
+          soci::into(up_widths, up_width_ind), soci::into(up_heights, up_height_ind), soci::into(progresses),
+          soci::into(errors, error_ind), soci::into(started, started_ind), soci::into(completed, completed_ind);
       if (!s.got_data()) return 0;
       const std::size_t rows = ids.size();
       out.reserve(out.size() + rows);
@@ -358,6 +519,10 @@ std::vector<Photo> PhotoRepository::list(const std::string& user_id, std::int64_
         if (height_ind[i] == soci::i_ok) p.height = heights[i];
         if (up_width_ind[i] == soci::i_ok) p.upscaled_width = up_widths[i];
         if (up_height_ind[i] == soci::i_ok) p.upscaled_height = up_heights[i];
+        p.progress = progresses[i];
+        if (error_ind[i] == soci::i_ok) p.error = std::move(errors[i]);
+        if (started_ind[i] == soci::i_ok) p.started_at_ms = started[i];
+        if (completed_ind[i] == soci::i_ok) p.completed_at_ms = completed[i];
       }
       return rows;
     });
@@ -378,12 +543,16 @@ std::optional<Photo> PhotoRepository::find(const std::string& user_id, const std
 
 std::optional<Photo> PhotoRepository::remove(const std::string& user_id, const std::string& photo_id) {
   std::optional<Photo> removed;
+  Changes changes(db_);
   db_.transaction([&](soci::session& s) {
     removed.reset();
+    changes.reset();
     s << kDeleteJobOfPhoto, soci::use(photo_id), soci::use(user_id);
     PhotoRow r;
     if (r.fetch(s, kDeletePhoto, photo_id, user_id)) removed = r.photo();
+    if (removed) changes.add(s, {user_id, photo_id, true});
   });
+  changes.deliver();
   return removed;
 }
 
@@ -394,18 +563,22 @@ std::optional<ClaimedJob> JobRepository::claim(const std::string& worker, std::i
   const long long now = now_ms, until = lease_until_ms;
   const char* sql = db_.backend() == Backend::Postgres ? kClaimJobPostgres : kClaimJobSqlite;
   std::optional<ClaimedJob> claimed;
+  Changes changes(db_);
   db_.transaction([&](soci::session& s) {
     claimed.reset();
+    changes.reset();
     ClaimedJob job;
     // Each statement ends with its full expression: on SQLite a RETURNING statement must be gone before COMMIT.
     s << sql, soci::use(worker), soci::use(until), soci::use(now), soci::use(now), soci::into(job.id),
         soci::into(job.photo_id), soci::into(job.attempts), soci::into(job.max_attempts);
     if (!s.got_data()) return;
-    s << kMarkPhotoProcessing, soci::use(job.photo_id), soci::into(job.original_path), soci::into(job.outscale),
-        soci::into(job.format);
+    s << kMarkPhotoProcessing, soci::use(now), soci::use(job.photo_id), soci::into(job.original_path),
+        soci::into(job.outscale), soci::into(job.format), soci::into(job.user_id);
     if (!s.got_data()) throw std::runtime_error("job " + job.id + " has no photo " + job.photo_id);
+    changes.add(s, {job.user_id, job.photo_id});
     claimed = std::move(job);
   });
+  changes.deliver();
   return claimed;
 }
 
@@ -424,47 +597,60 @@ bool JobRepository::complete(const std::string& job_id, const std::string& worke
   const long long now = now_ms, duration = duration_ms;
   soci::indicator size_ind = upscaled_width > 0 && upscaled_height > 0 ? soci::i_ok : soci::i_null;
   bool done = false;
+  Changes changes(db_);
   db_.transaction([&](soci::session& s) {
     done = false;
-    std::string photo_id;
+    changes.reset();
+    std::string photo_id, user_id;
     s << kCompleteJob, soci::use(now), soci::use(now), soci::use(model), soci::use(duration), soci::use(job_id),
         soci::use(worker), soci::into(photo_id);
     if (!s.got_data()) return;  // deleted, or no longer ours
     s << kCompletePhoto, soci::use(upscaled_path), soci::use(upscaled_width, size_ind),
-        soci::use(upscaled_height, size_ind), soci::use(photo_id);
+        soci::use(upscaled_height, size_ind), soci::use(now), soci::use(photo_id), soci::into(user_id);
+    if (s.got_data()) changes.add(s, {user_id, photo_id});
     done = true;
   });
+  changes.deliver();
   return done;
 }
 
 FailOutcome JobRepository::fail(const std::string& job_id, const std::string& worker, const std::string& error,
-                                std::int64_t now_ms, std::int64_t retry_at_ms) {
+                                std::int64_t now_ms, std::int64_t retry_at_ms, const std::string& reason) {
   const long long now = now_ms, retry_at = retry_at_ms;
   FailOutcome outcome = FailOutcome::LeaseLost;
+  Changes changes(db_);
   db_.transaction([&](soci::session& s) {
     outcome = FailOutcome::LeaseLost;
+    changes.reset();
     std::string photo_id, state;
     s << kFailJob, soci::use(retry_at), soci::use(now), soci::use(error), soci::use(now), soci::use(job_id),
         soci::use(worker), soci::into(photo_id), soci::into(state);
     if (!s.got_data()) return;
-    set_photo_status(s, photo_id, state);
+    if (state == "failed")
+      photo_failed(s, changes, photo_id, reason, now);
+    else
+      photo_queued(s, changes, photo_id);
     outcome = state == "failed" ? FailOutcome::Failed : FailOutcome::Retrying;
   });
+  changes.deliver();
   return outcome;
 }
 
 bool JobRepository::release(const std::string& job_id, const std::string& worker, std::int64_t now_ms) {
   const long long now = now_ms;
   bool released = false;
+  Changes changes(db_);
   db_.transaction([&](soci::session& s) {
     released = false;
+    changes.reset();
     std::string photo_id;
     s << kReleaseJob, soci::use(now), soci::use(job_id), soci::use(worker), soci::into(photo_id);
     if (!s.got_data()) return;
-    set_photo_status(s, photo_id, "queued");
+    photo_queued(s, changes, photo_id);
     if (db_.backend() == Backend::Postgres) s << kNotifyJobs;  // another process may take it now
     released = true;
   });
+  changes.deliver();
   return released;
 }
 
@@ -473,7 +659,9 @@ int JobRepository::recover(std::int64_t now_ms, const std::string& owner_prefix)
   const std::string pattern = starts_with_pattern(owner_prefix);
   soci::indicator pattern_ind = owner_prefix.empty() ? soci::i_null : soci::i_ok;
   int recovered = 0;
+  Changes changes(db_);
   db_.transaction([&](soci::session& s) {
+    changes.reset();
     std::vector<std::pair<std::string, std::string>> photos;  // photo id, the job's new state
     {
       std::string photo_id, state;
@@ -482,10 +670,17 @@ int JobRepository::recover(std::int64_t now_ms, const std::string& owner_prefix)
       st.execute();
       while (st.fetch()) photos.emplace_back(photo_id, state);
     }  // SQLite: the RETURNING statement is finished before the next statement and COMMIT
-    for (const auto& [photo_id, state] : photos) set_photo_status(s, photo_id, state);
+    for (const auto& [photo_id, state] : photos) {
+      if (state == "failed")
+        photo_failed(s, changes, photo_id, "Processing stopped too many times (its worker was lost); upload it again",
+                     now);
+      else
+        photo_queued(s, changes, photo_id);
+    }
     recovered = static_cast<int>(photos.size());
     if (recovered > 0 && db_.backend() == Backend::Postgres) s << kNotifyJobs;
   });
+  changes.deliver();
   return recovered;
 }
 
@@ -503,6 +698,21 @@ QueueCounts JobRepository::counts() {
     if (oldest_ind == soci::i_ok) c.oldest_queued_ms = oldest;
     return c;
   });
+}
+
+bool JobRepository::progress(const std::string& photo_id, double progress) {
+  bool found = false;
+  Changes changes(db_);
+  db_.transaction([&](soci::session& s) {
+    changes.reset();
+    std::string user_id, status;
+    s << kPhotoProgress, soci::use(progress), soci::use(progress), soci::use(photo_id), soci::into(user_id),
+        soci::into(status);
+    found = s.got_data();
+    if (found) changes.add(s, {user_id, photo_id});
+  });
+  changes.deliver();
+  return found;
 }
 
 bool JobRepository::photo_exists(const std::string& photo_id) {
@@ -529,6 +739,56 @@ std::vector<JobRepository::DurationHistogram> JobRepository::durations(const std
       it->sum_s += secs;
     }
     return out;
+  });
+}
+
+// ---- idempotency keys ----
+
+std::optional<IdempotencyRecord> IdempotencyRepository::claim(const std::string& user_id, const std::string& key,
+                                                              const std::string& fingerprint, std::int64_t now_ms,
+                                                              std::int64_t expired_before_ms,
+                                                              std::int64_t stale_before_ms) {
+  const long long now = now_ms, expired_before = expired_before_ms, stale_before = stale_before_ms;
+  std::optional<IdempotencyRecord> existing;
+  db_.transaction([&](soci::session& s) {
+    existing.reset();
+    long long created = 0;
+    s << kClaimKey, soci::use(user_id), soci::use(key), soci::use(fingerprint), soci::use(now), soci::into(created);
+    if (s.got_data()) return;  // ours now
+    s << kReplaceExpiredKey, soci::use(fingerprint), soci::use(now), soci::use(user_id), soci::use(key),
+        soci::use(expired_before), soci::use(stale_before), soci::into(created);
+    if (s.got_data()) return;  // an expired record, taken over
+    IdempotencyRecord r;
+    int status = 0;
+    long long created_at = 0;
+    soci::indicator status_ind = soci::i_null, body_ind = soci::i_null;
+    s << kFindKey, soci::use(user_id), soci::use(key), soci::into(r.fingerprint), soci::into(status, status_ind),
+        soci::into(r.body, body_ind), soci::into(created_at);
+    if (!s.got_data()) throw std::runtime_error("idempotency key vanished while claiming it");
+    if (status_ind == soci::i_ok) r.status = status;
+    r.created_at_ms = created_at;
+    existing = std::move(r);
+  });
+  return existing;
+}
+
+void IdempotencyRepository::finish(const std::string& user_id, const std::string& key, int status,
+                                   const std::string& body) {
+  internal::with_session(db_, true, [&](soci::session& s) {
+    s << kFinishKey, soci::use(status), soci::use(body), soci::use(user_id), soci::use(key);
+  });
+}
+
+void IdempotencyRepository::release(const std::string& user_id, const std::string& key) {
+  internal::with_session(db_, true, [&](soci::session& s) { s << kReleaseKey, soci::use(user_id), soci::use(key); });
+}
+
+int IdempotencyRepository::sweep(std::int64_t expired_before_ms) {
+  const long long before = expired_before_ms;
+  return internal::with_session(db_, true, [&](soci::session& s) {
+    soci::statement st = (s.prepare << kSweepKeys, soci::use(before));
+    st.execute(true);
+    return static_cast<int>(st.get_affected_rows());
   });
 }
 

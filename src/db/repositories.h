@@ -15,6 +15,8 @@ struct User {
   std::string username;
   std::string password_hash;
   bool is_active = true;
+  std::int64_t created_at_ms = 0;  // filled by reads (create takes its time separately)
+  std::int64_t token_version = 0;  // a token counts only while its `ver` equals this
 };
 
 struct Photo {
@@ -31,6 +33,10 @@ struct Photo {
   std::string format = "jpeg";       // of the result: jpeg | png | webp
   std::optional<int> width, height;  // the oriented original; unknown for rows before 0003
   std::optional<int> upscaled_width, upscaled_height;  // set when completed
+  double progress = 0.0;                               // 0 queued, rising while processing, 1 completed
+  std::optional<std::string> error;                    // for failed: a reason a person can act on
+  std::optional<std::int64_t> started_at_ms;           // the latest attempt's start
+  std::optional<std::int64_t> completed_at_ms;         // completed or failed
 };
 
 class UserRepository {
@@ -39,7 +45,43 @@ class UserRepository {
   // nullopt when the username is taken (unique constraint), never a duplicate row.
   std::optional<User> create(const User& user, std::int64_t now_ms);
   std::optional<User> find_by_username(const std::string& username);
+  std::optional<User> find(const std::string& id);
   bool exists(const std::string& id);
+  // The user's token version; nullopt when there is no such user.
+  std::optional<std::int64_t> token_version(const std::string& id);
+  std::int64_t photo_count(const std::string& id);
+  // New hash and token version + 1 (every token issued before stops counting); the new version, or
+  // nullopt when the user is gone.
+  std::optional<std::int64_t> change_password(const std::string& id, const std::string& password_hash);
+  // The user, their photos and jobs in one transaction; the ids of the photos that were deleted (the caller
+  // removes their files after this returns), or nullopt when there is no such user.
+  std::optional<std::vector<std::string>> remove(const std::string& id);
+
+ private:
+  Database& db_;
+};
+
+// Idempotency-Key records: the first request with a key claims it, then stores its answer; requests with the
+// same key from the same user within the retention get that answer again.
+struct IdempotencyRecord {
+  std::string fingerprint;
+  std::optional<int> status;  // nullopt: the first request is still being handled
+  std::string body;
+  std::int64_t created_at_ms = 0;
+};
+
+class IdempotencyRepository {
+ public:
+  explicit IdempotencyRepository(Database& db) : db_(db) {}
+  // Claims the key for this request (nullopt), or gives the record already there. Records older than
+  // `expired_before_ms`, and in-flight ones older than `stale_before_ms` (their process died before it
+  // committed anything), count as absent and are taken over.
+  std::optional<IdempotencyRecord> claim(const std::string& user_id, const std::string& key,
+                                         const std::string& fingerprint, std::int64_t now_ms,
+                                         std::int64_t expired_before_ms, std::int64_t stale_before_ms);
+  void finish(const std::string& user_id, const std::string& key, int status, const std::string& body);
+  void release(const std::string& user_id, const std::string& key);  // the request failed: the key is free again
+  int sweep(std::int64_t expired_before_ms);                         // removes expired records; returns how many
 
  private:
   Database& db_;
@@ -48,8 +90,15 @@ class UserRepository {
 class PhotoRepository {
  public:
   explicit PhotoRepository(Database& db) : db_(db) {}
-  // Photo (status queued) and its job in one transaction.
-  void create_with_job(const Photo& photo, const std::string& job_id, int max_attempts, std::int64_t now_ms);
+  // Photo (status queued) and its job in one transaction; with `idempotency`, that key's record is finished
+  // with this answer in the same transaction, so a crash cannot leave a photo whose key says "in flight".
+  struct Answer {
+    std::string key;
+    int status = 200;
+    std::string body;
+  };
+  void create_with_job(const Photo& photo, const std::string& job_id, int max_attempts, std::int64_t now_ms,
+                       const Answer* idempotency = nullptr);
   // The owner's photos, newest first (created_at DESC, id DESC).
   std::vector<Photo> list(const std::string& user_id, std::int64_t skip, std::int64_t limit);
   std::optional<Photo> find(const std::string& user_id, const std::string& photo_id);
@@ -63,6 +112,7 @@ class PhotoRepository {
 struct ClaimedJob {
   std::string id;
   std::string photo_id;
+  std::string user_id;
   std::string original_path;
   double outscale = 4.0;
   std::string format = "jpeg";
@@ -93,9 +143,11 @@ class JobRepository {
                 std::int64_t now_ms, const std::string& model = {}, std::int64_t duration_ms = 0,
                 int upscaled_width = 0, int upscaled_height = 0);
   // attempts < max_attempts: back to queued with run_at = retry_at_ms, photo queued; otherwise job and
-  // photo failed. last_error kept either way.
+  // photo failed, the photo's `error` = `reason` (for people; `error` is for the log). last_error kept either way.
   FailOutcome fail(const std::string& job_id, const std::string& worker, const std::string& error, std::int64_t now_ms,
-                   std::int64_t retry_at_ms);
+                   std::int64_t retry_at_ms, const std::string& reason = "Processing failed");
+  // The processing photo's progress (0..1, never lowered); false when the photo is gone (deleted).
+  bool progress(const std::string& photo_id, double progress);
   // Back to queued without spending the attempt (graceful stop).
   bool release(const std::string& job_id, const std::string& worker, std::int64_t now_ms);
   // Jobs left processing by a crash: those whose lease expired, plus any held by a worker name starting

@@ -9,12 +9,17 @@
 #include <restinio/all.hpp>
 #include <thread>
 
+#include "api/account_api.h"
 #include "api/auth_api.h"
+#include "api/events.h"
+#include "api/idempotency.h"
+#include "api/ids.h"
 #include "api/job_metrics.h"
 #include "api/photo_api.h"
 #include "api/routes.h"
 #include "api/web_app.h"
 #include "db/database.h"
+#include "db/repositories.h"
 #include "http/client_ip.h"
 #include "http/metrics.h"
 #include "http/rate_limiter.h"
@@ -151,6 +156,54 @@ struct RequestInfo {
   std::string client;
 };
 
+// One GET /events stream: a chunked response written from any thread (the hub's), each write counted until
+// RESTinio has written it; a reader that leaves more than `limit` bytes unread is dropped.
+class SseSink : public api::EventSink {
+ public:
+  SseSink(restinio::response_builder_t<restinio::chunked_output_t> resp, std::int64_t limit,
+          std::function<restinio::write_status_cb_t()> final_write)
+      : resp_(std::move(resp)), limit_(limit), final_write_(std::move(final_write)) {}
+
+  bool send(std::string text) override {
+    std::lock_guard lock(mutex_);
+    if (closed_) return false;
+    if (state_->failed || state_->unwritten > limit_) {
+      end();
+      return false;
+    }
+    const auto n = static_cast<std::int64_t>(text.size());
+    state_->unwritten += n;
+    // Counted down when RESTinio writes the chunk, or drops it with its connection.
+    auto written = std::shared_ptr<void>(nullptr, [state = state_, n](void*) { state->unwritten -= n; });
+    resp_.append_chunk(std::move(text));
+    resp_.flush([state = state_, written](const asio::error_code& ec) {
+      if (ec) state->failed = true;
+    });
+    return true;
+  }
+  void close() override {
+    std::lock_guard lock(mutex_);
+    end();
+  }
+
+ private:
+  struct State {
+    std::atomic<std::int64_t> unwritten{0};
+    std::atomic<bool> failed{false};
+  };
+  void end() {
+    if (closed_) return;
+    closed_ = true;
+    resp_.done(final_write_());
+  }
+  std::mutex mutex_;
+  restinio::response_builder_t<restinio::chunked_output_t> resp_;
+  const std::int64_t limit_;
+  std::function<restinio::write_status_cb_t()> final_write_;
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+  bool closed_ = false;
+};
+
 }  // namespace
 
 struct Server::Impl {
@@ -159,23 +212,32 @@ struct Server::Impl {
         docs(d),
         s(c.settings),
         auth(c),
+        accounts(c, auth),
         photos(c),
+        events(c, {c.settings.events_max_streams_per_user, c.settings.events_max_streams,
+                   std::max(1, std::min(c.settings.events_keepalive_s, c.settings.handle_timeout_s / 2))}),
         pool(static_cast<std::size_t>(s.pool_threads), static_cast<std::size_t>(s.pool_queue)),
         proxies(s.trusted_proxies),
         limit_register(s.rate_register),
         limit_token(s.rate_token),
         limit_upscale(s.rate_upscale),
-        limit_bestcut(s.rate_bestcut) {}
+        limit_bestcut(s.rate_bestcut),
+        limit_account(s.rate_account) {
+    ctx.account_deleted = [this](const std::string& user_id) { events.close_user(user_id); };
+  }
 
   api::Context& ctx;
   const api::Docs& docs;
   const api::WebApp web_app;
   const config::Settings& s;
   api::AuthApi auth;
+  api::AccountApi accounts;
   api::PhotoApi photos;
+  api::EventHub events;
   WorkPool pool;
   TrustedProxies proxies;
   RateLimiter limit_register, limit_token, limit_upscale, limit_bestcut;
+  RateLimiter limit_account;  // one budget for the three account routes together
   Metrics metrics;
 
   std::atomic<bool> db_ok{true};
@@ -206,6 +268,7 @@ struct Server::Impl {
                        const RequestInfo& info);
   void send(const restinio::request_handle_t& req, const api::Response& r, const RequestInfo& info);
   void send_file(const restinio::request_handle_t& req, const api::FileResponse& f, const RequestInfo& info);
+  void open_events(const restinio::request_handle_t& req, const RequestInfo& info);
   void log(const RequestInfo& info, int status);
   void watch_database();
 };
@@ -246,6 +309,21 @@ void Server::Impl::send_file(const restinio::request_handle_t& req, const api::F
   if (draining) resp.connection_close();
   resp.done(count_write());
   log(info, f.status);
+}
+
+void Server::Impl::open_events(const restinio::request_handle_t& req, const RequestInfo& info) {
+  const auto* a = req->header().try_get_field(restinio::http_field::authorization);
+  const auto user = auth.authenticate(a ? std::optional<std::string_view>(*a) : std::nullopt);
+  events.subscribe(user, [&] {
+    auto resp = req->create_response<restinio::chunked_output_t>();
+    resp.append_header(restinio::http_field::content_type, "text/event-stream; charset=utf-8");
+    resp.append_header(restinio::http_field::cache_control, "no-cache");
+    resp.append_header("X-Accel-Buffering", "no");  // a proxy in front must not hold the stream back
+    resp.append_chunk(std::string("retry: 3000\n: connected\n\n"));
+    resp.flush();
+    return std::make_shared<SseSink>(std::move(resp), s.events_buffer_bytes, [this] { return count_write(); });
+  });
+  log(info, 200);
 }
 
 restinio::request_handling_status_t Server::Impl::handle(const restinio::request_handle_t& req) {
@@ -329,6 +407,11 @@ restinio::request_handling_status_t Server::Impl::handle(const restinio::request
     case Op::Bestcut:
       limiter = &limit_bestcut, small_body = false;
       break;
+    case Op::Me:
+    case Op::ChangePassword:
+    case Op::DeleteAccount:
+      limiter = &limit_account;
+      break;
     default:
       break;
   }
@@ -358,7 +441,9 @@ void Server::Impl::dispatch(const restinio::request_handle_t& req, const api::Ro
   ++in_flight;
   auto task = [this, req, &route, param = std::move(param), info]() {
     try {
-      if (route.op == Op::GetPhoto) {
+      if (route.op == Op::Events) {
+        open_events(req, info);
+      } else if (route.op == Op::GetPhoto) {
         const auto user = auth.authenticate([&]() -> std::optional<std::string_view> {
           const auto* a = req->header().try_get_field(restinio::http_field::authorization);
           return a ? std::optional<std::string_view>(*a) : std::nullopt;
@@ -429,7 +514,9 @@ api::Response Server::Impl::run_op(const restinio::request_handle_t& req, const 
           throw api::ApiError(400, std::string("There was an error parsing the multipart body: ") + e.what());
         }
       }
-      return route.op == Op::Upscale ? photos.upscale(user, parts) : photos.bestcut(user, parts);
+      const auto* key_field = h.try_get_field("Idempotency-Key");
+      const std::string_view key = key_field ? std::string_view(*key_field) : std::string_view{};
+      return route.op == Op::Upscale ? photos.upscale(user, parts, key) : photos.bestcut(user, parts, key);
     }
     case Op::ListPhotos:
       return photos.list(user, h.query());
@@ -437,12 +524,20 @@ api::Response Server::Impl::run_op(const restinio::request_handle_t& req, const 
       return photos.info(user, param);
     case Op::DeletePhoto:
       return photos.remove(user, param);
+    case Op::Me:
+      return accounts.me(user);
+    case Op::ChangePassword:
+      return accounts.change_password(user, req->body());
+    case Op::DeleteAccount:
+      return accounts.remove(user, req->body());
     default:
       throw std::logic_error("route without a handler");
   }
 }
 
 void Server::Impl::watch_database() {
+  // Also sweeps expired Idempotency-Key records: at start, then hourly.
+  auto next_sweep = Clock::now();
   std::unique_lock lock(stop_mutex);
   while (!stopping) {
     lock.unlock();
@@ -452,6 +547,15 @@ void Server::Impl::watch_database() {
         spdlog::info("database reachable again");
       else
         spdlog::error("database unreachable: /health answers 503");
+    }
+    if (ok && Clock::now() >= next_sweep) {
+      next_sweep = Clock::now() + std::chrono::hours(1);
+      try {
+        if (const int n = db::IdempotencyRepository(ctx.db).sweep(api::now_ms() - api::kIdempotencyRetentionMs))
+          spdlog::info("idempotency: removed {} expired key(s)", n);
+      } catch (const std::exception& e) {
+        spdlog::warn("idempotency: sweeping expired keys failed: {}", e.what());
+      }
     }
     lock.lock();
     stop_cv.wait_for(lock, std::chrono::seconds(1), [&] { return stopping; });
@@ -496,6 +600,7 @@ void Server::run(const std::function<void()>& on_listening) {
                  signo == SIGTERM ? "SIGTERM" : "SIGINT");
     signalled = true;
     im.draining = true;
+    im.events.close_all();
     server.close_async([] {}, [](std::exception_ptr) {});
     std::lock_guard lock(im.stop_mutex);
     im.stopping = true;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -23,8 +24,23 @@ std::int64_t wall_ms() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-// Thrown from the progress callback to abandon a job between tiles.
+// Thrown from the progress callback between tiles: to return the job to the queue (stopping), or to drop it
+// because its photo was deleted (nothing to keep).
 struct Cancelled {};
+struct PhotoDeleted {};
+
+// Progress is written at most this often per job (and at its end by completion).
+constexpr auto kProgressEvery = std::chrono::milliseconds(250);
+
+// What a person sees as a failed photo's `error`: the kind of failure, never a path, SQL or stack.
+std::string reason_for(const std::exception& e) {
+  if (dynamic_cast<const imaging::ImageTooLarge*>(&e)) return "The image is too large to process";
+  if (dynamic_cast<const imaging::ImageError*>(&e)) return "Image could not be decoded";
+  if (dynamic_cast<const storage::FileError*>(&e)) return "The result could not be saved; try again later";
+  if (dynamic_cast<const upscaler::ModelError*>(&e)) return "The upscaler could not run on this server";
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return "Not enough memory to process this image";
+  return "Processing failed";
+}
 
 constexpr std::size_t kMaxOriginalBytes = 1ull << 30;
 
@@ -39,9 +55,11 @@ struct JobRunner::Worker {
   std::string name;  // <instance_id>/<index>: the lease owner in the jobs table
   std::unique_ptr<upscaler::Upscaler> model;
   std::thread thread;
-  std::mutex mutex;    // guards job_id
-  std::string job_id;  // the job it runs now, for the heartbeat
+  std::mutex mutex;      // guards job_id, photo_id
+  std::string job_id;    // the job it runs now, for the heartbeat
+  std::string photo_id;  // that job's photo
   std::atomic<bool> cancel{false};
+  std::atomic<bool> photo_deleted{false};  // the running job's photo is gone: stop it
 };
 
 JobRunner::JobRunner(const config::Settings& settings, db::Database& db, storage::PhotoStore& store)
@@ -151,10 +169,21 @@ void JobRunner::work(Worker& w) {
     {
       std::lock_guard lock(w.mutex);
       w.job_id = job->id;
+      w.photo_id = job->photo_id;
+      w.photo_deleted = false;
     }
     run_job(w, *job);
     std::lock_guard lock(w.mutex);
     w.job_id.clear();
+    w.photo_id.clear();
+  }
+}
+
+void JobRunner::photos_deleted(const std::vector<std::string>& photo_ids) {
+  for (auto& w : workers_) {
+    std::lock_guard lock(w->mutex);
+    if (!w->photo_id.empty() && std::find(photo_ids.begin(), photo_ids.end(), w->photo_id) != photo_ids.end())
+      w->photo_deleted = true;
   }
 }
 
@@ -166,17 +195,33 @@ void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
   const auto format = imaging::parse_output_format(job.format).value_or(imaging::OutputFormat::Jpeg);
   const auto out_rel = storage::PhotoStore::upscaled_path(job.photo_id, imaging::extension(format));
   const auto preview_rel = storage::PhotoStore::preview_path(job.photo_id);
+  // Tiles done as progress 0.02..0.95 (decoding before, encoding and writing after), throttled; a photo found
+  // gone on the way (told by this process, or found by the progress write) stops the job.
+  auto last_write = Clock::now() - kProgressEvery;
+  const auto report = [&](double fraction, bool force) {
+    if (w.cancel) throw Cancelled{};
+    if (w.photo_deleted) throw PhotoDeleted{};
+    if (!force && Clock::now() - last_write < kProgressEvery) return;
+    last_write = Clock::now();
+    bool exists = true;
+    try {
+      exists = jobs.progress(job.photo_id, std::round(fraction * 1000) / 1000);
+    } catch (const std::exception& e) {
+      spdlog::debug("job {} photo {}: progress not recorded: {}", job.id, job.photo_id, e.what());
+    }
+    if (!exists) throw PhotoDeleted{};
+  };
   try {
     const auto bytes = store_.read(job.original_path, kMaxOriginalBytes);
     imaging::Limits limits;
     limits.max_pixels = settings_.max_image_pixels;
     auto photo = imaging::decode(bytes, limits);
+    report(0.02, false);
     const int s = w.model->scale();
     cv::Mat out(photo.rgb.rows * s, photo.rgb.cols * s, CV_8UC3);
     w.model->process({photo.rgb.data, photo.rgb.cols, photo.rgb.rows, photo.rgb.step},
-                     {out.data, out.cols, out.rows, out.step}, [&](int, int) {
-                       if (w.cancel) throw Cancelled{};
-                     });
+                     {out.data, out.cols, out.rows, out.step},
+                     [&](int done, int total) { report(0.02 + 0.93 * done / std::max(1, total), done == total); });
     const auto size = imaging::outscaled(photo.rgb.cols, photo.rgb.rows, job.outscale);
     if (size.width != out.cols || size.height != out.rows) out = imaging::resize_to(out, size.width, size.height);
     cv::Mat preview = imaging::fit_within(out, settings_.preview_size);
@@ -184,20 +229,25 @@ void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
     preview.release();
     const auto encoded = imaging::encode(out, photo.grayscale, format, &photo.meta, 95);
     if (w.cancel) throw Cancelled{};
+    if (w.photo_deleted) throw PhotoDeleted{};
     // The result last, as a completed photo has both.
     store_.write(preview_rel, preview_bytes);
     store_.write(out_rel, encoded);
     const double secs = std::chrono::duration<double>(Clock::now() - started).count();
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
     if (record_completion(w, job, out_rel, ms, size)) {
-      spdlog::info("job {} photo {}: completed {}x{} -> {}x{} {} in {:.2f} s", job.id, job.photo_id, photo.rgb.cols,
-                   photo.rgb.rows, out.cols, out.rows, job.format, secs);
+      spdlog::info("job {} photo {}: completed {}x{} -> {}x{} in {:.2f} s ({})", job.id, job.photo_id, photo.rgb.cols,
+                   photo.rgb.rows, out.cols, out.rows, secs, job.format);
     } else if (!jobs.photo_exists(job.photo_id)) {
       store_.remove_photo(job.photo_id);  // deleted while it ran: leave nothing behind
       spdlog::info("job {} photo {}: photo was deleted while processing; output removed", job.id, job.photo_id);
     } else {
       spdlog::warn("job {} photo {}: lease lost to another worker; its result stands", job.id, job.photo_id);
     }
+  } catch (const PhotoDeleted&) {
+    // The row went first; files this job or the upload wrote may still be there.
+    store_.remove_photo(job.photo_id);
+    spdlog::info("job {} photo {}: photo was deleted while processing; stopped, output removed", job.id, job.photo_id);
   } catch (const Cancelled&) {
     try {
       jobs.release(job.id, w.name, wall_ms());
@@ -211,7 +261,7 @@ void JobRunner::run_job(Worker& w, const db::ClaimedJob& job) {
     const auto backoff_ms =
         static_cast<std::int64_t>(settings_.job_retry_base_s * 1000.0 * std::pow(2.0, std::max(0, job.attempts - 1)));
     try {
-      switch (jobs.fail(job.id, w.name, e.what(), now, now + backoff_ms)) {
+      switch (jobs.fail(job.id, w.name, e.what(), now, now + backoff_ms, reason_for(e))) {
         case db::FailOutcome::Retrying:
           spdlog::warn("job {} photo {}: attempt {}/{} failed: {}; retrying in {} s", job.id, job.photo_id,
                        job.attempts, job.max_attempts, e.what(), backoff_ms / 1000);
@@ -270,8 +320,21 @@ void JobRunner::heartbeat() {
       }
       if (id.empty()) continue;
       try {
-        if (!jobs.renew(id, w->name, wall_ms() + settings_.job_lease_s * 1000ll))
-          spdlog::warn("job {}: lease could not be renewed (deleted or taken over)", id);
+        if (jobs.renew(id, w->name, wall_ms() + settings_.job_lease_s * 1000ll)) continue;
+        std::string photo_id;
+        {
+          std::lock_guard lock(w->mutex);
+          if (w->job_id != id) continue;  // finished meanwhile
+          photo_id = w->photo_id;
+        }
+        if (jobs.photo_exists(photo_id)) {
+          spdlog::warn("job {}: lease could not be renewed (taken over)", id);
+          continue;
+        }
+        // Deleted, perhaps by another process: stop the work now rather than at completion.
+        std::lock_guard lock(w->mutex);
+        if (w->job_id == id) w->photo_deleted = true;
+        spdlog::info("job {} photo {}: deleted while processing; stopping it", id, photo_id);
       } catch (const std::exception& e) {
         spdlog::error("job {}: lease renewal failed: {}", id, e.what());
       }

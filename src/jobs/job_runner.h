@@ -1,7 +1,9 @@
 // The job workers: each claims a queued job from the database, upscales the original with its own
 // model, writes the result atomically and marks the job completed. Failures retry with exponential
 // backoff up to JOB_MAX_ATTEMPTS; a heartbeat renews the leases of running jobs; stop() cancels running
-// jobs between tiles and returns them to the queue. HTTP threads never touch a model.
+// jobs between tiles and returns them to the queue. A job whose photo is deleted stops between tiles and
+// removes what it wrote: at once when deleted in this process (photos_deleted), else when the heartbeat's
+// renewal finds the job gone. HTTP threads never touch a model.
 #pragma once
 
 #include <atomic>
@@ -31,6 +33,8 @@ class JobRunner {
   void wake();      // a job was queued here: one worker looks
   void wake_all();  // jobs may be waiting (another process queued some): every idle worker looks
   void stop();      // cancel running jobs, return them to the queue, join
+  // These photos' rows are gone: workers running a job on one of them drop it.
+  void photos_deleted(const std::vector<std::string>& photo_ids);
 
  private:
   struct Worker;

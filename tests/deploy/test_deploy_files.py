@@ -417,11 +417,33 @@ def test_runtime_stage_brings_every_loaded_library(runtime_stage, binary_librari
     assert not absent, f"the runtime image would lack: {absent}"
 
 
+def setup_packages():
+    """The package names in scripts/setup.sh's PACKAGES=( ... ) list."""
+    text = (ROOT / "scripts" / "setup.sh").read_text()
+    body = re.search(r"^PACKAGES=\((.*?)^\)", text, re.S | re.M).group(1)
+    return [w for line in body.splitlines() for w in line.split("#", 1)[0].split()]
+
+
+def libraries_of_dev_packages():
+    """The library packages that setup.sh's -dev packages depend on (apt-cache depends), e.g. libwebp7 for
+    libwebp-dev: the runtime stage may name one before the server links it, so that a branch adding the
+    library to the code and one adding it to the image merge into a working image."""
+    dev = [p for p in setup_packages() if p.endswith("-dev")]
+    if not shutil.which("apt-cache"):
+        return set()
+    out = subprocess.run(["apt-cache", "depends", "--no-recommends", "--no-suggests", *dev],
+                         capture_output=True, text=True).stdout
+    return {m for m in re.findall(r"^\s+Depends:\s+(\S+)", out, re.M) if not m.endswith("-dev") and not m.startswith("<")}
+
+
 def test_runtime_stage_installs_nothing_stale(runtime_stage, binary_libraries):
-    """Every named library package is still linked directly: the list stays the derived one."""
+    """Every named library package is still linked directly (or is the library of a -dev package setup.sh
+    installs for the build, or part of the base image): the list stays the derived one."""
     package_of = binary_libraries["package_of"]
     direct = {package_of[n] for n in binary_libraries["direct"]}
-    stale = sorted(set(runtime_packages(runtime_stage)[0]) - direct - {"ca-certificates", "curl"})
+    named = set(runtime_packages(runtime_stage)[0]) - {"ca-certificates", "curl"}
+    base = {n for n, p in installed_packages().items() if p["base"]}  # in debian:12-slim anyway, e.g. zlib1g
+    stale = sorted(named - direct - libraries_of_dev_packages() - base)
     assert not stale, f"named in the runtime stage but not linked by {binary_libraries['binary']}: {stale}"
 
 
@@ -773,3 +795,86 @@ def test_readme_gives_the_same_ignore_list():
     section = text.split("## Build context ignore file", 1)[1]
     block = re.search(r"```\n(.*?)```", section, re.S).group(1)
     assert ignore_patterns(block) == ignore_patterns(DOCKERIGNORE.read_text())
+
+
+def test_root_dockerignore_is_the_same_list():
+    """The legacy builder (Docker 20.10's default, Compose 1.29's) reads only <context>/.dockerignore."""
+    root = ROOT / ".dockerignore"
+    assert root.exists(), "no .dockerignore at the repository root: the legacy builder would send build/ and .env"
+    assert ignore_patterns(root.read_text()) == ignore_patterns(DOCKERIGNORE.read_text())
+
+
+# --- the build stage's setup and the Compose versions ------------------------------------------------------
+
+
+def test_build_stage_installs_build_packages_only(build_stage):
+    """The build stage runs setup.sh with PETCAM_SETUP=build; that mode keeps everything compiling needs."""
+    assert env_of(build_stage).get("PETCAM_SETUP") == "build", "the build stage would install the test packages"
+    text = (ROOT / "scripts" / "setup.sh").read_text()
+    test_only = re.search(r"^TEST_ONLY=\((.*?)^\)", text, re.S | re.M).group(1)
+    test_only = {w for line in test_only.splitlines() for w in line.split("#", 1)[0].split()}
+    needed_for_build = [p for p in setup_packages() if p.endswith("-dev") or p in ("cmake", "g++", "make", "pkg-config",
+                                                                                   "openssl", "ca-certificates")]
+    assert not test_only & set(needed_for_build), f"PETCAM_SETUP=build would leave out {test_only & set(needed_for_build)}"
+    assert test_only <= set(setup_packages()), f"TEST_ONLY names packages setup.sh does not install: {test_only - set(setup_packages())}"
+
+
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_GPU, ROOT / "tests" / "docker" / "docker-compose.test.yml"],
+                         ids=lambda p: p.name)
+def test_compose_files_read_by_compose_1_29(path):
+    """Debian 12's docker-compose 1.29 rejects the top-level `name:` key (v2 only); both read the rest."""
+    doc = yaml.safe_load(path.read_text())
+    assert "name" not in doc, f"{path.name}: top-level name: is Compose v2 only (use -p or COMPOSE_PROJECT_NAME)"
+    assert "version" not in doc, f"{path.name}: no version key (the Compose spec format, read by 1.29 and v2)"
+
+
+@pytest.mark.parametrize("extra", [[], [COMPOSE_GPU], [ROOT / "tests" / "docker" / "docker-compose.test.yml"]],
+                         ids=["base", "with-gpu", "with-test-override"])
+def test_docker_compose_config_accepts_the_files(extra, tmp_path):
+    """`docker-compose config` (1.29) when it is installed: the files parse and merge as Compose reads them."""
+    exe = shutil.which("docker-compose")
+    if not exe:
+        pytest.skip("docker-compose is not installed")
+    env = tmp_path / "env"
+    # The GPU file needs its CUDA libtorch named (it is only read here, never fetched).
+    env.write_text("SECRET_KEY=k\nPOSTGRES_PASSWORD=p\nLIBTORCH_URL=https://libtorch.invalid/cuda.zip\n"
+                   "LIBTORCH_SHA256=0\nCUDA_KEYRING_SHA256=0\n")
+    created = not (ROOT / ".env").exists()
+    if created:
+        (ROOT / ".env").write_text("")
+    try:
+        argv = [exe, "-p", "petcamcheck", "--env-file", str(env), "-f", str(COMPOSE)]
+        for f in extra:
+            argv += ["-f", str(f)]
+        res = subprocess.run([*argv, "config", "-q"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    finally:
+        if created:
+            (ROOT / ".env").unlink()
+    assert res.returncode == 0, res.stderr
+
+
+def test_test_override_stays_on_loopback():
+    """tests/docker's override: every service in the host's network on 127.0.0.1, each app process with its own
+    INSTANCE_ID (host networking shares the host name) and PORT, the database on a non-default port."""
+    override = yaml.safe_load((ROOT / "tests" / "docker" / "docker-compose.test.yml").read_text())
+    base = yaml.safe_load(COMPOSE.read_text())
+    services = {n: {**base["services"].get(n, {}), **s} for n, s in override["services"].items()}
+    assert set(base["services"]) <= set(services), "the override leaves a base service off the host network"
+    env = {"POSTGRES_PASSWORD": "p", "SECRET_KEY": "k"}
+    instances, ports = [], []
+    for name in services:
+        o = override["services"].get(name)
+        assert o and o.get("network_mode") == "host", f"{name} is not on the host network in the override"
+        if name == "db":
+            assert "listen_addresses=127.0.0.1" in command(o)
+            assert environment(o, env)["PGPORT"] != "5432"
+            continue
+        e = {**environment(services[name], env), **environment(o, env)}
+        assert e["HOST"] == "127.0.0.1", name
+        assert re.match(r"^postgresql://[^@]+@127\.0\.0\.1:(\d+)/", e["DATABASE_URL"]), e["DATABASE_URL"]
+        assert e["DATABASE_URL"].split("@127.0.0.1:")[1].split("/")[0] == environment(override["services"]["db"], env)["PGPORT"]
+        instances.append(e["INSTANCE_ID"])
+        ports.append(e["PORT"])
+    assert all(instances) and len(set(instances)) == len(instances), instances
+    assert len(set(ports)) == len(ports), ports
+    assert sum(1 for s in services.values() if role(s) == "worker") == 2

@@ -266,7 +266,7 @@ def test_content_types(server):
         "photos 422": c.get("/photos", params={"limit": 0}),
         "photo 404": c.get(f"/photos/{uuid.uuid4()}"),
         "photo 422": c.get("/photos/not-a-uuid"),
-        "photo type 422": c.get(f"/photos/{photo_id}", params={"type": "thumbnail"}),
+        "photo type 422": c.get(f"/photos/{photo_id}", params={"type": "thumb"}),
         "delete 404": c.delete(f"/photos/{uuid.uuid4()}"),
         "health 200": c.get("/health"),
         "unknown 404": c.get("/nope"),

@@ -50,7 +50,8 @@ UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
 ISO_UTC_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 # The seed's fields, then Version 2's (SPEC.md "Results").
 PHOTO_KEYS = {"id", "original_path", "upscaled_path", "status", "latitude", "longitude", "created_at",
-              "outscale", "format", "width", "height", "upscaled_width", "upscaled_height"}
+              "outscale", "format", "width", "height", "upscaled_width", "upscaled_height",
+              "progress", "error", "started_at", "completed_at"}
 
 # Settings the harness owns: never inherited from the caller's environment.
 _CONFIG_VARS = setting_names()
@@ -66,6 +67,7 @@ DEFAULT_ENV = {
     "RATE_LIMIT_TOKEN": "1000/minute",
     "RATE_LIMIT_UPSCALE": "1000/minute",
     "RATE_LIMIT_BESTCUT": "1000/minute",
+    "RATE_LIMIT_ACCOUNT": "1000/minute",
 }
 
 

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "api/idempotency.h"
 #include "api/ids.h"
 #include "api/response.h"
 #include "api/routes.h"
@@ -109,6 +110,39 @@ TEST(Routes, MatchPatterns) {
   EXPECT_FALSE(api::route_matches("/photos/{photo_id}", "/photos/a/b", param));
   EXPECT_TRUE(api::route_matches("/photos", "/photos", param));
   EXPECT_FALSE(api::route_matches("/photos", "/photos/", param));
+  EXPECT_TRUE(api::route_matches("/photos/{photo_id}/info", "/photos/abc/info", param));
+  EXPECT_EQ(param, "abc");
+  EXPECT_FALSE(api::route_matches("/photos/{photo_id}/info", "/photos/abc", param));
+  EXPECT_FALSE(api::route_matches("/photos/{photo_id}/info", "/photos//info", param));
+  EXPECT_FALSE(api::route_matches("/photos/{photo_id}", "/photos/abc/info", param));
+}
+
+TEST(Idempotency, KeysAndRequestFingerprints) {
+  EXPECT_TRUE(api::valid_idempotency_key("a"));
+  EXPECT_TRUE(api::valid_idempotency_key("8e03978e-40d5-43e8-bc93-6894a57f9324 ~!"));
+  EXPECT_TRUE(api::valid_idempotency_key(std::string(255, 'k')));
+  EXPECT_FALSE(api::valid_idempotency_key(""));
+  EXPECT_FALSE(api::valid_idempotency_key(std::string(256, 'k')));
+  EXPECT_FALSE(api::valid_idempotency_key("tab\there"));
+  EXPECT_FALSE(api::valid_idempotency_key("caf\xc3\xa9"));
+
+  using petcam::request::Part;
+  const std::vector<Part> a{{"file", "cat.jpg", "image/jpeg", "JPEGBYTES"}, {"lat", std::nullopt, "", "1.5"}};
+  auto same = a;
+  same[0].content_type = "application/octet-stream";  // not part of the request's meaning
+  auto other_bytes = a;
+  other_bytes[0].data = "JPEGBYTEZ";
+  auto other_name = a;
+  other_name[0].filename = "dog.jpg";
+  // Lengths are part of the digest: moving bytes between parts changes it.
+  const std::vector<Part> shifted{{"file", "cat.jpg", "", "JPEGBYTES1"}, {"lat", std::nullopt, "", ".5"}};
+  const auto fp = api::request_fingerprint("upscale", a);
+  EXPECT_EQ(fp.size(), 64u);
+  EXPECT_EQ(fp, api::request_fingerprint("upscale", same));
+  EXPECT_NE(fp, api::request_fingerprint("bestcut", a));
+  EXPECT_NE(fp, api::request_fingerprint("upscale", other_bytes));
+  EXPECT_NE(fp, api::request_fingerprint("upscale", other_name));
+  EXPECT_NE(fp, api::request_fingerprint("upscale", shifted));
 }
 
 // The router and the document must agree: every documented operation is routed, every routed API

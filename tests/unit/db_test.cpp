@@ -26,7 +26,7 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr std::int64_t kT0 = 1'700'000'000'000;  // a fixed "now", in ms
-constexpr int kMigrations = 4;                   // migrations/{sqlite,postgres}/000N_*
+constexpr int kMigrations = 6;                   // migrations/{sqlite,postgres}/000N_*
 
 const char* postgres_url() {
   const char* url = std::getenv("PETCAM_TEST_POSTGRES_URL");
@@ -143,6 +143,10 @@ TEST_P(DbMigrationTest, UpDownAndStatusAreIdempotent) {
   EXPECT_EQ(status[2].name, "results");
   EXPECT_EQ(status[3].version, 4);
   EXPECT_EQ(status[3].name, "worker_device");
+  EXPECT_EQ(status[4].version, 5);
+  EXPECT_EQ(status[4].name, "accounts");
+  EXPECT_EQ(status[5].version, 6);
+  EXPECT_EQ(status[5].name, "jobs_events");
   EXPECT_FALSE(status[0].applied);
   EXPECT_EQ(db::migrate_down(*db_, 1), 0);  // nothing applied yet, not even the bookkeeping table
 
@@ -153,13 +157,17 @@ TEST_P(DbMigrationTest, UpDownAndStatusAreIdempotent) {
   for (const auto& m : status) EXPECT_TRUE(m.applied) << m.name;
   EXPECT_TRUE(db::UserRepository(*db_).create({"u1", "alice", "h", true}, kT0));
 
-  EXPECT_EQ(db::migrate_down(*db_, 1), 1);  // the newest only
+  EXPECT_EQ(db::migrate_down(*db_, 2), 2);  // the newest two: 0006 and 0005
   status = db::migration_status(*db_);
   EXPECT_TRUE(status[0].applied);
-  EXPECT_FALSE(status[kMigrations - 1].applied);
+  EXPECT_FALSE(status[kMigrations - 2].applied || status[kMigrations - 1].applied);
   EXPECT_TRUE(db::UserRepository(*db_).exists("u1"));
+  EXPECT_THROW(db::UserRepository(*db_).token_version("u1"), std::exception);  // 0005's column is gone
+  EXPECT_EQ(db::migrate_up(*db_), 2);
+  EXPECT_EQ(db::UserRepository(*db_).token_version("u1"), 0);  // existing users start at version 0
+  EXPECT_EQ(db::migrate_down(*db_, 1), 1);                     // the newest only
 
-  EXPECT_EQ(db::migrate_down(*db_, 5), kMigrations - 1);
+  EXPECT_EQ(db::migrate_down(*db_, 10), kMigrations - 1);
   EXPECT_EQ(db::migrate_down(*db_, 1), 0);
   EXPECT_FALSE(db::migration_status(*db_)[0].applied);
   EXPECT_THROW(db::UserRepository(*db_).exists("u1"), std::exception);  // the table is gone
@@ -204,6 +212,61 @@ TEST_P(DbTest, UserCreateFindAndDuplicate) {
 
   ASSERT_TRUE(users.create({"u-carol", "carol", "h", false}, kT0));
   EXPECT_FALSE(users.find_by_username("carol")->is_active);
+}
+
+TEST_P(DbTest, UserFieldsAndPasswordChangeBumpsTheTokenVersion) {
+  db::UserRepository users(*db_);
+  const auto alice = add_user("alice");
+  auto found = users.find(alice.id);
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->username, "alice");
+  EXPECT_EQ(found->created_at_ms, kT0);
+  EXPECT_EQ(found->token_version, 0);
+  EXPECT_EQ(users.token_version(alice.id), 0);
+  EXPECT_EQ(users.token_version("nobody"), std::nullopt);
+  EXPECT_FALSE(users.find("nobody"));
+
+  EXPECT_EQ(users.change_password(alice.id, "$argon2id$new"), 1);
+  EXPECT_EQ(users.change_password(alice.id, "$argon2id$newer"), 2);
+  EXPECT_EQ(users.token_version(alice.id), 2);
+  EXPECT_EQ(users.find_by_username("alice")->password_hash, "$argon2id$newer");
+  EXPECT_EQ(users.find_by_username("alice")->token_version, 2);
+  EXPECT_EQ(users.change_password("nobody", "h"), std::nullopt);
+}
+
+TEST_P(DbTest, DeletedUserTakesPhotosAndJobsAlong) {
+  db::UserRepository users(*db_);
+  const auto alice = add_user("alice");
+  const auto bob = add_user("bob");
+  add_photo(alice, "a1", kT0);
+  add_photo(alice, "a2", kT0 + 1000);
+  add_photo(bob, "b1", kT0 + 2000);
+  db::JobRepository jobs(*db_);
+  auto running = jobs.claim("w1", kT0 + 5000, kT0 + 60'000);  // a1's job, the oldest
+  ASSERT_TRUE(running);
+  EXPECT_EQ(running->photo_id, "a1");
+  EXPECT_EQ(users.photo_count(alice.id), 2);
+
+  auto removed = users.remove(alice.id);
+  ASSERT_TRUE(removed);
+  std::sort(removed->begin(), removed->end());
+  EXPECT_EQ(*removed, (std::vector<std::string>{"a1", "a2"}));
+  EXPECT_FALSE(users.exists(alice.id));
+  EXPECT_FALSE(users.find_by_username("alice"));
+  EXPECT_EQ(users.photo_count(alice.id), 0);
+  EXPECT_FALSE(jobs.photo_exists("a1"));
+  EXPECT_FALSE(jobs.photo_exists("a2"));
+  EXPECT_FALSE(jobs.renew(running->id, "w1", kT0 + 90'000));  // the running job is gone with its photo
+  EXPECT_FALSE(jobs.complete(running->id, "w1", "storage/upscaled/a1.jpg", kT0 + 6000));
+  const auto c = jobs.counts();
+  EXPECT_EQ(c.queued + c.processing, 1);  // bob's only
+  EXPECT_EQ(users.photo_count(bob.id), 1);
+  EXPECT_EQ(photo_status(bob, "b1"), "queued");
+
+  EXPECT_EQ(users.remove(alice.id), std::nullopt);
+  // The username is free again.
+  EXPECT_TRUE(users.create({"u-alice-2", "alice", "h", true}, kT0 + 10'000));
+  EXPECT_EQ(users.photo_count("u-alice-2"), 0);
 }
 
 // ---- photos ----
@@ -262,6 +325,101 @@ TEST_P(DbTest, PhotoListPagesBeyondOneBatch) {
   EXPECT_EQ(all.back().id, "p10000");
   EXPECT_TRUE(std::is_sorted(all.begin(), all.end(),
                              [](const auto& a, const auto& b) { return a.created_at_ms > b.created_at_ms; }));
+}
+
+// Progress, error and times follow the job; every change is announced (SQLite: in this process, after commit).
+TEST_P(DbTest, ProgressErrorsTimesAndChangesFollowTheJob) {
+  std::vector<db::PhotoChange> heard;
+  std::mutex heard_mutex;
+  if (!postgres())  // PostgreSQL delivers through LISTEN, which the service tests cover
+    db_->on_photo_change([&](const db::PhotoChange& c) {
+      std::lock_guard lock(heard_mutex);
+      heard.push_back(c);
+    });
+  const auto alice = add_user("alice");
+  add_photo(alice, "p1", kT0, 1);
+  db::JobRepository jobs(*db_);
+  db::PhotoRepository photos(*db_);
+  auto p = photos.find(alice.id, "p1");
+  ASSERT_TRUE(p);
+  EXPECT_DOUBLE_EQ(p->progress, 0.0);
+  EXPECT_FALSE(p->started_at_ms || p->completed_at_ms || p->error);
+
+  const auto job = jobs.claim("w1", kT0 + 10, kT0 + 60'000);
+  ASSERT_TRUE(job);
+  EXPECT_EQ(job->user_id, alice.id);
+  EXPECT_TRUE(jobs.progress("p1", 0.5));
+  EXPECT_TRUE(jobs.progress("p1", 0.25));  // never lowered
+  p = photos.find(alice.id, "p1");
+  EXPECT_DOUBLE_EQ(p->progress, 0.5);
+  EXPECT_EQ(p->started_at_ms, kT0 + 10);
+  EXPECT_FALSE(jobs.progress("no-such-photo", 0.5));
+
+  EXPECT_EQ(
+      jobs.fail(job->id, "w1", "decode: libjpeg said X at /tmp/x", kT0 + 20, kT0 + 30, "Image could not be decoded"),
+      db::FailOutcome::Failed);
+  p = photos.find(alice.id, "p1");
+  EXPECT_EQ(p->status, "failed");
+  EXPECT_EQ(p->error, "Image could not be decoded");
+  EXPECT_EQ(p->completed_at_ms, kT0 + 20);
+
+  add_photo(alice, "p2", kT0 + 1);
+  const auto job2 = jobs.claim("w1", kT0 + 40, kT0 + 60'000);
+  ASSERT_TRUE(job2);
+  EXPECT_TRUE(jobs.complete(job2->id, "w1", "storage/upscaled/p2.jpg", kT0 + 50, "x4fast", 10, 8, 8));
+  p = photos.find(alice.id, "p2");
+  EXPECT_DOUBLE_EQ(p->progress, 1.0);
+  EXPECT_EQ(p->completed_at_ms, kT0 + 50);
+  EXPECT_FALSE(p->error);
+  ASSERT_TRUE(photos.remove(alice.id, "p2"));
+
+  if (!postgres()) {
+    std::lock_guard lock(heard_mutex);
+    std::vector<std::string> seen;
+    for (const auto& c : heard) seen.push_back(c.photo_id + (c.deleted ? "-" : "+"));
+    // p1: created, claimed, progress twice (even when not raised), failed; p2: created, claimed, completed, deleted.
+    EXPECT_EQ(seen, (std::vector<std::string>{"p1+", "p1+", "p1+", "p1+", "p1+", "p2+", "p2+", "p2+", "p2-"}));
+    for (const auto& c : heard) EXPECT_EQ(c.user_id, alice.id);
+  }
+}
+
+TEST(PhotoChange, PayloadRoundTrip) {
+  db::PhotoChange c{"u-1", "p-2", true}, back;
+  EXPECT_EQ(db::to_payload(c), "u-1 p-2 d");
+  ASSERT_TRUE(db::from_payload(db::to_payload(c), back));
+  EXPECT_EQ(back.user_id, "u-1");
+  EXPECT_EQ(back.photo_id, "p-2");
+  EXPECT_TRUE(back.deleted);
+  for (const char* bad : {"", "u p", "u p x", "u p pp", " p p", "u  p", "u p p extra"})
+    EXPECT_FALSE(db::from_payload(bad, back)) << bad;
+}
+
+TEST_P(DbTest, IdempotencyKeysClaimReplayExpireAndSweep) {
+  const auto alice = add_user("alice"), bob = add_user("bob");
+  db::IdempotencyRepository keys(*db_);
+  const auto day = 24ll * 3600 * 1000;
+  EXPECT_FALSE(keys.claim(alice.id, "k", "fp1", kT0, kT0 - day, kT0 - 120'000));  // ours
+  auto seen = keys.claim(alice.id, "k", "fp1", kT0 + 1, kT0 + 1 - day, kT0 - 120'000);
+  ASSERT_TRUE(seen);  // in flight
+  EXPECT_EQ(seen->fingerprint, "fp1");
+  EXPECT_FALSE(seen->status);
+  EXPECT_FALSE(keys.claim(bob.id, "k", "fp9", kT0, kT0 - day, kT0 - 120'000));  // another user: another key
+
+  keys.finish(alice.id, "k", 200, R"({"id":"x"})");
+  seen = keys.claim(alice.id, "k", "fp2", kT0 + 2, kT0 + 2 - day, kT0 - 120'000);
+  ASSERT_TRUE(seen);
+  EXPECT_EQ(seen->status, 200);
+  EXPECT_EQ(seen->body, R"({"id":"x"})");
+  EXPECT_EQ(seen->fingerprint, "fp1");  // the caller answers 422 for fp2
+
+  // Released (the request failed): free again. A stale in-flight record: taken over.
+  keys.release(bob.id, "k");
+  EXPECT_FALSE(keys.claim(bob.id, "k", "fp9", kT0 + 3, kT0 + 3 - day, kT0 - 120'000));
+  EXPECT_FALSE(keys.claim(bob.id, "k", "fp8", kT0 + 200'000, kT0 - day, kT0 + 200'000 - 120'000));
+  // Past the retention the finished record counts as absent; the sweep removes what is old.
+  EXPECT_FALSE(keys.claim(alice.id, "k", "fp3", kT0 + day + 10, kT0 + 10, kT0 - 120'000));
+  EXPECT_EQ(keys.sweep(kT0 + 100'000), 0);
+  EXPECT_EQ(keys.sweep(kT0 + day + 11), 2);
 }
 
 // Version 2's photo fields travel from the upload through the claim to the completed row, in every read path.
