@@ -17,6 +17,7 @@ export class Gallery {
     this.onChange = onChange; // (photo | {id, deleted: true}) a photo changed or went away
     this.grid = $("grid");
     this.photos = new Map(); // id -> photo JSON
+    this.asOf = new Map(); // id -> when the state shown was current (performance.now()), so none goes back in time
     this.cards = new Map(); // id -> {li, img, status, bar, size}
     this.thumbs = new Map(); // id -> blob: URL
     this.thumbQueue = [];
@@ -78,6 +79,7 @@ export class Gallery {
     this.thumbs.clear();
     this.thumbQueue = [];
     this.photos.clear();
+    this.asOf.clear();
     this.cards.clear();
     this.grid.replaceChildren();
     this.loading = false;
@@ -98,9 +100,10 @@ export class Gallery {
     const generation = this.generation;
     $("load-more").disabled = true;
     try {
+      const asked = performance.now();
       const page = await getJson(`/photos?skip=${this.photos.size}&limit=${PAGE}`);
       if (generation !== this.generation) return;
-      for (const p of page) this.upsert(p);
+      for (const p of page) this.upsert(p, asked);
       this.done = page.length < PAGE;
       showErrors($("gallery-errors"), null);
       // Still at the end of the list (a tall screen): the observer will not fire again by itself.
@@ -124,14 +127,18 @@ export class Gallery {
     const generation = this.generation;
     const count = Math.min(Math.max(this.photos.size, PAGE), 1000);
     try {
+      const asked = performance.now();
       const page = await getJson(`/photos?skip=0&limit=${count}`);
       if (generation !== this.generation) return;
       const seen = new Set(page.map((p) => p.id));
       const oldest = page.length ? page[page.length - 1] : null;
-      for (const p of page) this.upsert(p);
-      // Photos in the span this answer covers that it no longer lists were deleted meanwhile.
+      for (const p of page) this.upsert(p, asked);
+      // Photos in the span this answer covers that it no longer lists were deleted meanwhile (unless they
+      // came after the question was asked).
       for (const p of [...this.photos.values()])
-        if (!seen.has(p.id) && (page.length < count || (oldest && newestFirst(p, oldest) < 0))) this.remove(p.id);
+        if (!seen.has(p.id) && (this.asOf.get(p.id) || 0) < asked &&
+            (page.length < count || (oldest && newestFirst(p, oldest) < 0)))
+          this.remove(p.id);
     } catch {
       /* the next reconnect tries again */
     }
@@ -142,8 +149,9 @@ export class Gallery {
     const ids = [...this.photos.values()].filter(pending).slice(0, 8).map((p) => p.id);
     for (const id of ids) {
       try {
+        const asked = performance.now();
         const p = await getJson(`/photos/${id}/info`);
-        if (generation === this.generation) this.upsert(p);
+        if (generation === this.generation) this.upsert(p, asked);
       } catch (e) {
         if (e instanceof ApiError && e.status === 404 && generation === this.generation) this.remove(id);
       }
@@ -157,13 +165,29 @@ export class Gallery {
     } catch {
       return;
     }
-    if (ev.type === "photo" && data && data.id) this.upsert(data);
+    if (ev.type === "photo" && data && data.id) {
+      // A photo we have not listed that is older than the last one loaded belongs to a page not loaded yet:
+      // it comes with that page (adding it now would also shift the next page's skip).
+      const oldest = this.oldest();
+      if (!this.photos.has(data.id) && !this.done && oldest && newestFirst(data, oldest) > 0) return;
+      this.upsert(data, performance.now());
+    }
     else if (ev.type === "deleted" && data && data.id) this.remove(data.id);
   }
 
-  // Adds a photo where it belongs (newest first) or updates its card.
-  upsert(photo) {
+  oldest() {
+    let oldest = null;
+    for (const p of this.photos.values()) if (!oldest || newestFirst(p, oldest) > 0) oldest = p;
+    return oldest;
+  }
+
+  // Adds a photo where it belongs (newest first) or updates its card. `asOf`: when this state was current
+  // (for an answer, when it was asked for); an answer asked for before the last event about the photo is older
+  // than what it shows, so it changes nothing (a list that left before a "completed" event must not undo it).
+  upsert(photo, asOf = performance.now()) {
     const known = this.photos.get(photo.id);
+    if (known && (this.asOf.get(photo.id) || 0) > asOf) return known;
+    this.asOf.set(photo.id, asOf);
     const merged = known ? { ...known, ...photo } : photo;
     this.photos.set(photo.id, merged);
     let card = this.cards.get(photo.id);
@@ -187,6 +211,7 @@ export class Gallery {
     if (card) card.li.remove();
     this.cards.delete(id);
     this.photos.delete(id);
+    this.asOf.delete(id);
     const url = this.thumbs.get(id);
     if (url) URL.revokeObjectURL(url);
     this.thumbs.delete(id);

@@ -173,7 +173,8 @@ export class Uploader {
         li.dataset.photoId = body.id;
         if (signal.aborted) return;
         try {
-          this.gallery.upsert(await getJson(`/photos/${body.id}/info`));
+          const asked = performance.now();
+          this.gallery.upsert(await getJson(`/photos/${body.id}/info`), asked);
         } catch {
           /* the event stream or the next page brings it */
         }
