@@ -142,10 +142,14 @@ def open_app(browser, server):
 
 
 def sign_in(browser, server, user):
-    """Through the sign-in form (registering through the API first if no test has registered this user)."""
+    """Through the sign-in form (registering through the API first if no test has registered this user);
+    signs another user out first."""
     d = browser.driver
     if "/" != urllib.parse.urlsplit(d.current_url).path or not d.current_url.startswith(server):
         open_app(browser, server)
+    signed_in_as = d.execute_script("return sessionStorage.getItem('petcam.username')")
+    if signed_in_as and signed_in_as != user[0] and d.find_element(By.ID, "nav").is_displayed():
+        click(d.find_element(By.ID, "sign-out"))
     if not d.find_element(By.ID, "gallery-view").is_displayed():
         requests.post(server + "/register", json={"username": user[0], "password": user[1]}, timeout=10)
         visible(browser, "auth-view")
@@ -644,9 +648,9 @@ def test_expiring_token_returns_to_sign_in(server, browser, user):
     and the server refuses it after that too."""
     d = browser.driver
     sign_in(browser, server, user)
-    user_id = claims_of(stored_token(browser))["sub"]
+    claims = claims_of(stored_token(browser))  # sub, and the account's token version if the server has one
     now = int(time.time())
-    short = signed_token({"sub": user_id, "iat": now, "exp": now + 4})
+    short = signed_token({**claims, "iat": now, "exp": now + 4})
     assert requests.get(server + "/photos", headers=bearer(short), timeout=10).status_code == 200
     d.execute_script("sessionStorage.setItem('petcam.token', arguments[0])", short)
     d.refresh()
@@ -707,22 +711,24 @@ def test_phone_and_desktop_layouts_with_named_controls(server, browser, user, tm
         assert r.status_code == 200, r.text
     d.refresh()
     visible(browser, "gallery-view")
-    browser.wait(lambda _: all(s == "completed" for _, s in cards(browser)) and cards(browser))
-    browser.wait(lambda _: d.execute_script(
-        "return [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"))
+    ready = browser.wait_quietly(lambda _: all(s == "completed" for _, s in cards(browser)) and len(cards(browser)) >= 5, 90)
+    assert ready, f"cards: {cards(browser)}"
+    # Thumbnails load as their cards come into view.
+    thumbs_in_view = """return [...document.querySelectorAll('#grid img')]
+        .filter(i => i.getBoundingClientRect().top < innerHeight)
+        .every(i => i.complete && i.naturalWidth > 0)"""
     try:
         for width, height, mobile, tag in ((1280, 800, False, "desktop"), (390, 844, True, "phone")):
             emulate(browser, width, height, mobile)
             d.get(server + "/#gallery")
             visible(browser, "gallery-view")
-            browser.wait(lambda _: len(cards(browser)) >= 2 and d.execute_script(
-                "return [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"))
-            d.execute_script("window.scrollTo(0, 0)")
+            browser.wait(lambda _: len(cards(browser)) >= 5)
             # Nothing wider than the screen.
             assert d.execute_script("return document.documentElement.scrollWidth") <= width, tag
             assert accessible_name_problems(browser) == [], tag
             if mobile:  # the upload panel fills a phone's first screen: show the photos below it
                 d.execute_script("document.getElementById('gallery-title').scrollIntoView()")
+            browser.wait(lambda _: d.execute_script(thumbs_in_view))
             screenshot(browser, f"gallery-{tag}.png")
 
             first = cards(browser)[0][0]
