@@ -595,10 +595,46 @@ def test_refused_uploads_say_why(server, browser, user, pictures):
     assert item["state"] == "failed", item
     assert re.search(r"Too many requests \(Rate limit exceeded: 3 per 1 minute\)\. Try again in \d+ seconds?\.",
                      item["text"]), item
-    # A rate-limited upload can be retried (with the same Idempotency-Key).
-    assert d.find_element(By.CSS_SELECTOR, "#uploads li button:not([hidden])").text == "Retry"
     # Nothing was stored by any of them.
     assert len(requests.get(server + "/photos", headers=bearer(token), timeout=10).json()) == len(cards(browser))
+    # A rate-limited upload offers Retry; after the wait it says, the retry goes through.
+    retry = d.find_element(By.CSS_SELECTOR, "#uploads li button:not([hidden])")
+    assert retry.text == "Retry"
+    time.sleep(int(re.search(r"Try again in (\d+) second", item["text"]).group(1)) + 0.5)
+    count = len(cards(browser))
+    click(retry)
+    item = wait_uploads_settled(browser, 1)[0]
+    assert item["state"] == "done" and "Best cut chosen" in item["text"], item
+    browser.wait(lambda _: len(cards(browser)) == count + 1)
+
+
+def test_a_retried_upload_is_answered_not_stored_twice(server, browser, user):
+    """The page's upload() with one Idempotency-Key and one body, sent twice: one photo, the same answer."""
+    d = browser.driver
+    sign_in(browser, server, user)
+    token = stored_token(browser)
+    before = len(requests.get(server + "/photos", headers=bearer(token), timeout=10).json())
+    result = d.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        import(arguments[0]).then(async (api) => {
+          const canvas = document.createElement('canvas');
+          canvas.width = 24; canvas.height = 18;
+          const g = canvas.getContext('2d');
+          g.fillStyle = '#c84'; g.fillRect(0, 0, 24, 18); g.fillStyle = '#248'; g.fillRect(6, 4, 10, 8);
+          const blob = await new Promise(r => canvas.toBlob(r, 'image/png'));
+          const form = api.multipart([['file', new File([blob], 'dot.png', {type: 'image/png'})], ['outscale', '2']]);
+          const key = api.newKey();
+          const first = await api.upload('/upscale', form, {key});
+          const second = await api.upload('/upscale', form, {key});
+          done({first, second, key});
+        }).catch(e => done({error: String(e && (e.message || e))}));""", app_module_url(browser, "api.js"))
+    assert "error" not in result, result
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", result["key"])
+    assert result["first"]["id"] == result["second"]["id"], result
+    photos = requests.get(server + "/photos", headers=bearer(token), timeout=10).json()
+    assert len(photos) == before + 1
+    # It shows up in the gallery once, live.
+    browser.wait(lambda _: [i for i, _ in cards(browser)].count(result["first"]["id"]) == 1)
 
 
 def test_error_wording_and_event_parsing_in_the_page(server, browser, user):
