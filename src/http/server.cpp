@@ -156,6 +156,11 @@ struct RequestInfo {
   std::string client;
 };
 
+std::optional<std::string_view> field_of(const restinio::request_handle_t& req, restinio::http_field_t name) {
+  const auto* v = req->header().try_get_field(name);
+  return v ? std::optional<std::string_view>(*v) : std::nullopt;
+}
+
 // One GET /events stream: a chunked response written from any thread (the hub's), each write counted until
 // RESTinio has written it; a reader that leaves more than `limit` bytes unread is dropped.
 class SseSink : public api::EventSink {
@@ -312,8 +317,7 @@ void Server::Impl::send_file(const restinio::request_handle_t& req, const api::F
 }
 
 void Server::Impl::open_events(const restinio::request_handle_t& req, const RequestInfo& info) {
-  const auto* a = req->header().try_get_field(restinio::http_field::authorization);
-  const auto user = auth.authenticate(a ? std::optional<std::string_view>(*a) : std::nullopt);
+  const auto user = auth.authenticate(field_of(req, restinio::http_field::authorization));
   events.subscribe(user, [&] {
     auto resp = req->create_response<restinio::chunked_output_t>();
     resp.append_header(restinio::http_field::content_type, "text/event-stream; charset=utf-8");
@@ -444,17 +448,11 @@ void Server::Impl::dispatch(const restinio::request_handle_t& req, const api::Ro
       if (route.op == Op::Events) {
         open_events(req, info);
       } else if (route.op == Op::GetPhoto) {
-        const auto user = auth.authenticate([&]() -> std::optional<std::string_view> {
-          const auto* a = req->header().try_get_field(restinio::http_field::authorization);
-          return a ? std::optional<std::string_view>(*a) : std::nullopt;
-        }());
-        const auto field = [&](restinio::http_field_t name) -> std::string_view {
-          const auto* v = req->header().try_get_field(name);
-          return v ? std::string_view(*v) : std::string_view{};
-        };
+        const auto user = auth.authenticate(field_of(req, restinio::http_field::authorization));
         send_file(req,
                   photos.download(user, param, req->header().query(),
-                                  {field(restinio::http_field::if_none_match), field(restinio::http_field::range)}),
+                                  {field_of(req, restinio::http_field::if_none_match).value_or(""),
+                                   field_of(req, restinio::http_field::range).value_or("")}),
                   info);
       } else {
         send(req, run_op(req, route, param, info), info);
