@@ -352,10 +352,7 @@ restinio::request_handling_status_t Server::Impl::handle(const restinio::request
     allow += r.method;
     if (r.method == info.method) route = &r, param = p, info.route = static_cast<std::size_t>(&r - api::kRoutes.data());
   }
-  const auto if_none_match = [&h] {
-    const auto* v = h.try_get_field(restinio::http_field::if_none_match);
-    return v ? std::string_view(*v) : std::string_view{};
-  };
+  const auto if_none_match = [&req] { return field_of(req, restinio::http_field::if_none_match).value_or(""); };
   if (!route) {
     const bool get = info.method == "GET";
     const auto* asset = get ? docs.find(info.path) : nullptr;
