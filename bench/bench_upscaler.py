@@ -74,6 +74,8 @@ def parse_args(argv=None):
     ap.add_argument("--ref-photo-tile-pad", type=int, default=10)
     ap.add_argument("--ours-tile", type=int, default=None,
                     help="pass --tile N to our binary (default: its own default)")
+    ap.add_argument("--ours-engine", default=None, choices=["auto", "native", "libtorch"],
+                    help="pass --engine to our binary (default: its own default, auto)")
     ap.add_argument("--timeout", type=float, default=7200.0, help="seconds per run")
     ap.add_argument("--json", metavar="OUT", help="also save the rows as JSON")
     args = ap.parse_args(argv)
@@ -155,6 +157,8 @@ def commands(case, args, ours_ok):
         cmds["ours"] = [args.ours, *flags]
         if args.ours_tile is not None:
             cmds["ours"] += ["--tile", str(args.ours_tile)]
+        if args.ours_engine is not None:
+            cmds["ours"] += ["--engine", args.ours_engine]
     if args.skip_pytorch_above is not None and case["pixels"] > args.skip_pytorch_above:
         notes.append(f"pytorch skipped (> {args.skip_pytorch_above} px)")
     else:
@@ -187,8 +191,10 @@ def run_case(case, args, ours_ok):
     ours = row["ours"]
     if ours and ours.get("macs_per_px", MAC_PER_PIXEL[case["model"]]) != MAC_PER_PIXEL[case["model"]]:
         notes.append(f"ours reports macs_per_px {ours['macs_per_px']}")
-    if ours and ours.get("tiles", 1) > 1:
+    if ours and ours.get("tiles", 1) > 1 and ours.get("engine", "libtorch") == "libtorch":
         notes.append(f"ours tiled {ours.get('tile')}/{ours.get('tile_pad')}")
+    if ours:
+        notes.append("ours engine " + ours.get("engine", "libtorch"))
     row["note"] = "; ".join(notes)
     return row
 
@@ -243,8 +249,22 @@ def print_table(rows, out=sys.stdout):
             print("  ".join("-" * w for w in widths), file=out)
 
 
+def cpu_line():
+    """lscpu's model name and the SIMD flags that decide our kernels."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return "lscpu: not available"
+    fields = dict(l.split(":", 1) for l in text.splitlines() if ":" in l)
+    flags = fields.get("Flags", "").split()
+    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"]
+    return (f"CPU: {fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs; flags: "
+            + " ".join(f for f in wanted if f in flags))
+
+
 def main(argv=None):
     args = parse_args(argv)
+    print(cpu_line())
     ours_ok = os.path.isfile(args.ours) and os.access(args.ours, os.X_OK)
     if not ours_ok:
         print(f"bench_upscaler: our bench binary {args.ours} is missing or not executable "

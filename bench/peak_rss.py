@@ -27,6 +27,7 @@ def main():
     ap.add_argument("--model", default="x4fast")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--size", default="4000x3000")
+    ap.add_argument("--engine", default="auto", help="auto, native or libtorch")
     a = ap.parse_args()
     w, h = (int(v) for v in a.size.split("x"))
     with tempfile.TemporaryDirectory(prefix="peak_rss_") as d:
@@ -34,7 +35,8 @@ def main():
         with Image.open(PHOTO) as im:
             im.convert("RGB").resize((w, h), Image.LANCZOS).save(src, quality=92)
         t0 = time.monotonic()
-        r = subprocess.run([a.petcam, "upscale", src, dst, "--model", a.model, "--precision", a.precision],
+        r = subprocess.run([a.petcam, "upscale", src, dst, "--model", a.model, "--precision", a.precision,
+                            "--engine", a.engine],
                            capture_output=True, text=True, timeout=3600)
         wall = time.monotonic() - t0
         if r.returncode != 0:
@@ -43,9 +45,10 @@ def main():
         with Image.open(dst) as out:
             size = out.size
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"{a.model} {a.precision}: {w}x{h} ({w * h / 1e6:.1f} MP) -> {size[0]}x{size[1]}: "
+    print(f"{a.model} {a.precision} engine {a.engine}: {w}x{h} ({w * h / 1e6:.1f} MP) -> {size[0]}x{size[1]}: "
           f"wall {wall:.1f} s, peak RSS {peak_mib:.0f} MiB ({peak_mib / 1024:.2f} GiB)")
-    print(r.stderr.strip().splitlines()[-1])
+    lines = r.stderr.strip().splitlines()
+    print("\n".join(l for l in lines if l.startswith("engine:")) + "\n" + lines[-1])
 
 
 if __name__ == "__main__":

@@ -54,15 +54,19 @@ int main(int argc, char** argv) try {
   namespace up = petcam::upscaler;
   const std::string image_path = arg(argc, argv, "--image", "");
   if (image_path.empty()) {
-    std::cerr << "usage: upscaler_bench --model PATH --image F.ppm [--precision auto|fp32|fp16|bf16]\n"
-                 "                      [--device auto|cpu|cuda|cuda:N] [--threads N] [--tile N] [--tile-pad N]\n"
-                 "                      [--repeat R] [--warmup W] [--output OUT.ppm]\n";
+    std::cerr
+        << "usage: upscaler_bench --model PATH --image F.ppm [--precision auto|fp32|fp16|bf16]\n"
+           "                      [--device auto|cpu|cuda|cuda:N] [--engine auto|native|libtorch] [--strip ROWS]\n"
+           "                      [--threads N] [--tile N] [--tile-pad N]\n"
+           "                      [--repeat R] [--warmup W] [--output OUT.ppm]\n";
     return 2;
   }
   up::Params p;
   p.model_path = arg(argc, argv, "--model", "models/realesrgan-x4fast.param");
   p.precision = up::parse_precision(arg(argc, argv, "--precision", "auto"));
   p.device = up::parse_device(arg(argc, argv, "--device", "auto"));
+  p.engine = up::parse_engine(arg(argc, argv, "--engine", "auto"));
+  p.strip_rows = std::stoi(arg(argc, argv, "--strip", "0"));
   const std::string output = arg(argc, argv, "--output", "");
   p.threads = std::stoi(arg(argc, argv, "--threads", "0"));
   p.tile = std::stoi(arg(argc, argv, "--tile", "-1"));
@@ -95,10 +99,11 @@ int main(int argc, char** argv) try {
   std::printf(
       "{\"impl\":\"petcam\",\"model\":\"%s\",\"precision\":\"%s\",\"device\":\"%s\",\"size\":\"%dx%d\","
       "\"ms\":%.1f,\"ms_median\":%.1f,\"load_ms\":%.1f,\"peak_rss_mb\":%.1f,\"threads\":%d,\"tiles\":%d,"
-      "\"tile\":%d,\"tile_pad\":%d,\"fp32_redos\":%d,\"macs_per_px\":%lld}\n",
+      "\"tile\":%d,\"tile_pad\":%d,\"fp32_redos\":%d,\"macs_per_px\":%lld,\"engine\":\"%s\"}\n",
       model_name.c_str(), up::to_string(model->precision()), up::to_string(model->device()).c_str(), in.w, in.h,
       ms.front(), ms[ms.size() / 2], load_ms, ru.ru_maxrss / 1024.0, p.threads, model->tile_count(in.w, in.h),
-      model->tile(), model->tile_pad(), model->fp32_redos(), static_cast<long long>(model->macs_per_input_pixel()));
+      model->tile(), model->tile_pad(), model->fp32_redos(), static_cast<long long>(model->macs_per_input_pixel()),
+      model->engine().c_str());
   return 0;
 } catch (const std::exception& e) {
   std::cerr << "error: " << e.what() << "\n";

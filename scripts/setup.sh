@@ -12,7 +12,7 @@ PACKAGES=(
   # build
   cmake g++ make pkg-config clang-format
   # libraries
-  libtorch-dev libopencv-dev libpng-dev libjwt-dev libsodium-dev libcrypt-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libgtest-dev
+  libtorch-dev libdnnl-dev libopencv-dev libpng-dev libjwt-dev libsodium-dev libcrypt-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libgtest-dev
   librestinio-dev libasio-dev libhttp-parser-dev libsoci-dev libsqlite3-dev libpq-dev
   libheif-dev libwebp-dev libheif-examples
   # PostgreSQL server: the tests start a throwaway one (initdb/pg_ctl); production may use any PostgreSQL

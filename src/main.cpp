@@ -32,8 +32,8 @@ petcam::imaging::OutputFormat output_format(const std::string& path) {
 }
 
 struct UpscaleArgs {
-  std::string in, out, model = "x4fast", precision = "auto", device = "auto";
-  int tile = -1, tile_pad = -1, threads = 0, quality = 95;
+  std::string in, out, model = "x4fast", precision = "auto", device = "auto", engine = "auto";
+  int tile = -1, tile_pad = -1, threads = 0, quality = 95, strip_rows = 0;
   std::int64_t max_pixels = petcam::imaging::Limits{}.max_pixels;
 };
 
@@ -48,11 +48,14 @@ int run_upscale(const UpscaleArgs& a) {
   petcam::upscaler::Params params;
   params.device = petcam::upscaler::parse_device(a.device);
   params.precision = petcam::upscaler::parse_precision(a.precision);
+  params.engine = petcam::upscaler::parse_engine(a.engine);
   params.model_path = petcam::upscaler::resolve_model(a.model);
   params.tile = a.tile;
   params.tile_pad = a.tile_pad;
   params.threads = a.threads;
+  params.strip_rows = a.strip_rows;
   auto up = petcam::upscaler::Upscaler::load(params);
+  std::cerr << fmt::format("engine: {}\n", up->engine());
 
   const int w = photo.rgb.cols, h = photo.rgb.rows, s = up->scale();
   cv::Mat out(h * s, w * s, CV_8UC3);
@@ -103,7 +106,10 @@ int main(int argc, char** argv) {
   up->add_option("--precision", ua.precision, "auto (fp16 on CUDA, else bf16 or fp32), fp32, fp16 (CUDA) or bf16")
       ->capture_default_str();
   up->add_option("--device", ua.device, "auto (CUDA when available), cpu, cuda or cuda:N")->capture_default_str();
+  up->add_option("--engine", ua.engine, "CPU engine: auto (native where measured faster), native or libtorch")
+      ->capture_default_str();
   up->add_option("--threads", ua.threads, "inference threads (0 = all cores)");
+  up->add_option("--strip-rows", ua.strip_rows, "native engine: input rows per strip (0 = chosen from the width)");
   up->add_option("--quality", ua.quality, "JPEG quality")->capture_default_str();
   up->add_option("--max-pixels", ua.max_pixels, "refuse larger inputs")->capture_default_str();
 

@@ -177,15 +177,15 @@ Response PhotoApi::store(const std::string& user_id, const request::Part& file, 
   return response;
 }
 
-Response PhotoApi::once(const std::string& user_id, std::string_view key, std::string_view route,
+Response PhotoApi::once(const std::string& user_id, std::optional<std::string_view> key, std::string_view route,
                         const std::vector<request::Part>& parts,
                         const std::function<Response(const std::string*)>& handle) {
-  if (key.empty()) return handle(nullptr);
-  if (!valid_idempotency_key(key))
+  if (!key) return handle(nullptr);
+  if (!valid_idempotency_key(*key))
     throw ApiError({{{"header", "Idempotency-Key"},
                      "Idempotency-Key must be 1 to 255 printable ASCII characters",
                      "string_pattern_mismatch"}});
-  const std::string k(key);
+  const std::string k(*key);
   const auto fingerprint = request_fingerprint(route, parts);
   const auto now = now_ms();
   db::IdempotencyRepository keys(ctx_.db);
@@ -217,7 +217,7 @@ Response PhotoApi::once(const std::string& user_id, std::string_view key, std::s
 }
 
 Response PhotoApi::upscale(const std::string& user_id, const std::vector<request::Part>& parts,
-                           std::string_view idempotency_key) {
+                           std::optional<std::string_view> idempotency_key) {
   return once(user_id, idempotency_key, "upscale", parts, [&](const std::string* key) {
     const auto files = parts_named(parts, "file");
     std::vector<FieldError> errors;
@@ -233,7 +233,7 @@ Response PhotoApi::upscale(const std::string& user_id, const std::vector<request
 }
 
 Response PhotoApi::bestcut(const std::string& user_id, const std::vector<request::Part>& parts,
-                           std::string_view idempotency_key) {
+                           std::optional<std::string_view> idempotency_key) {
   return once(user_id, idempotency_key, "bestcut", parts, [&](const std::string* key) {
     const auto files = parts_named(parts, "files");
     std::vector<FieldError> errors;

@@ -36,11 +36,11 @@ class PhotoApi {
  public:
   explicit PhotoApi(Context& ctx) : ctx_(ctx) {}
 
-  // `idempotency_key`: the Idempotency-Key header (empty when absent).
+  // `idempotency_key`: the Idempotency-Key header, when the request has one.
   Response upscale(const std::string& user_id, const std::vector<request::Part>& parts,
-                   std::string_view idempotency_key = {});
+                   std::optional<std::string_view> idempotency_key = {});
   Response bestcut(const std::string& user_id, const std::vector<request::Part>& parts,
-                   std::string_view idempotency_key = {});
+                   std::optional<std::string_view> idempotency_key = {});
   Response list(const std::string& user_id, std::string_view query);
   FileResponse download(const std::string& user_id, std::string_view photo_id, std::string_view query,
                         const DownloadHeaders& headers = {});
@@ -70,7 +70,7 @@ class PhotoApi {
                  const UploadOptions& options, std::optional<double> score, const std::string* key);
   // Runs `handle` once per Idempotency-Key (SPEC.md): replays a finished answer, 409 while the first is in
   // flight, 422 for the same key on another request. No key: just `handle(nullptr)`.
-  Response once(const std::string& user_id, std::string_view key, std::string_view route,
+  Response once(const std::string& user_id, std::optional<std::string_view> key, std::string_view route,
                 const std::vector<request::Part>& parts, const std::function<Response(const std::string*)>& handle);
 
   Context& ctx_;

@@ -150,6 +150,12 @@ Settings load_settings(const std::map<std::string, std::string>& env) {
   if (s.models_dir.empty()) text("PETCAM_MODELS_DIR", s.models_dir);
   text("PRECISION", s.precision);
   text("DEVICE", s.device);
+  text("ENGINE", s.engine);
+  try {
+    upscaler::parse_engine(s.engine);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError("ENGINE=" + s.engine + ": " + e.what());
+  }
   try {
     upscaler::parse_precision(s.precision);
   } catch (const std::invalid_argument& e) {

@@ -74,6 +74,7 @@ struct Settings {
   std::string models_dir;          // where x4fast/x4plus are looked up (also PETCAM_MODELS_DIR)
   std::string precision = "auto";  // auto (fp16 on CUDA, bf16 or fp32 on the CPU), fp32, fp16 (CUDA), bf16
   std::string device = "auto";     // auto (CUDA if available), cpu, cuda (workers spread over GPUs), cuda:N
+  std::string engine = "auto";     // CPU engine: auto (native where measured faster), native, libtorch
   int tile = -1;
   int job_workers = 1;
   int inference_threads = 0;  // 0 = all cores

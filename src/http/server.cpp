@@ -510,7 +510,7 @@ api::Response Server::Impl::run_op(const restinio::request_handle_t& req, const 
         }
       }
       const auto* key_field = h.try_get_field("Idempotency-Key");
-      const std::string_view key = key_field ? std::string_view(*key_field) : std::string_view{};
+      const auto key = key_field ? std::optional<std::string_view>(*key_field) : std::nullopt;
       return route.op == Op::Upscale ? photos.upscale(user, parts, key) : photos.bestcut(user, parts, key);
     }
     case Op::ListPhotos:

@@ -74,6 +74,7 @@ void JobRunner::start() {
   upscaler::Params params;
   params.model_path = upscaler::resolve_model(settings_.model, settings_.models_dir);
   params.precision = upscaler::parse_precision(settings_.precision);
+  params.engine = upscaler::parse_engine(settings_.engine);
   params.tile = settings_.tile;
   params.threads = settings_.inference_threads;
   // DEVICE=cuda (or auto finding CUDA) without an index spreads the workers over every visible GPU.
@@ -92,8 +93,9 @@ void JobRunner::start() {
     workers_.push_back(std::move(w));
   }
   const auto& m = *workers_.front()->model;
-  spdlog::info("jobs: {} worker(s) on {}, model {} ({}), {}, tile {}+{}", workers_.size(), devices, params.model_path,
-               m.architecture(), upscaler::to_string(m.precision()), m.tile(), m.tile_pad());
+  spdlog::info("jobs: {} worker(s) on {}, model {} ({}), {}, tile {}+{}, engine {}", workers_.size(), devices,
+               params.model_path, m.architecture(), upscaler::to_string(m.precision()), m.tile(), m.tile_pad(),
+               m.engine());
 
   // Whatever this instance held when it last stopped cannot be running now.
   const int recovered = db::JobRepository(db_).recover(wall_ms(), settings_.instance_id + "/");

@@ -27,6 +27,25 @@ Precision parse_precision(const std::string& s) {
   throw std::invalid_argument("precision must be auto, fp32, fp16 or bf16, not '" + s + "'");
 }
 
+const char* to_string(Engine e) {
+  switch (e) {
+    case Engine::Auto:
+      return "auto";
+    case Engine::Native:
+      return "native";
+    case Engine::Libtorch:
+      return "libtorch";
+  }
+  return "?";
+}
+
+Engine parse_engine(const std::string& s) {
+  if (s == "auto") return Engine::Auto;
+  if (s == "native") return Engine::Native;
+  if (s == "libtorch") return Engine::Libtorch;
+  throw std::invalid_argument("engine must be auto, native or libtorch, not '" + s + "'");
+}
+
 std::string to_string(const Device& d) {
   switch (d.kind) {
     case DeviceKind::Auto:

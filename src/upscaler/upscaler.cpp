@@ -14,6 +14,10 @@
 #include <thread>
 #include <vector>
 
+#if PETCAM_NATIVE_ENGINE
+#include "upscaler/native/engine.h"
+#include "upscaler/native/winograd.h"
+#endif
 #include "upscaler/tensor_cache.h"
 #include "upscaler/tiling.h"
 #include "upscaler/weights.h"
@@ -72,6 +76,7 @@ class TorchUpscaler final : public Upscaler {
   Device device() const override { return device_; }
   int fp32_redos() const override { return fp32_redos_; }
   std::string architecture() const override { return net_->describe(); }
+  std::string engine() const override { return "libtorch"; }
   int tile() const override { return tile_; }
   int tile_pad() const override { return tile_pad_; }
   std::int64_t macs_per_input_pixel() const override { return net_->macs_per_input_pixel(); }
@@ -367,6 +372,30 @@ class TorchUpscaler final : public Upscaler {
   int fp32_redos_ = 0;
 };
 
+// Native where it was measured faster than libtorch (README, "CPU engine"); forced with Engine::Native.
+// Tiles are a libtorch notion: asking for tiles (tile > 0 or a tile_pad) under auto keeps libtorch.
+bool use_native(const Params& p, const Network& net, Precision precision, int threads) {
+  if (p.engine == Engine::Libtorch) return false;
+#if !PETCAM_NATIVE_ENGINE
+  (void)net, (void)precision, (void)threads;
+  if (p.engine == Engine::Native) throw DeviceError("this build has no native engine (built without oneDNN)");
+  return false;
+#else
+  if (p.engine == Engine::Native) {
+    if (!native::supports(net)) throw ModelError("the native engine cannot run " + net.describe());
+    if (p.pre_pad > 0) throw DeviceError("the native engine has no pre_pad (it runs the whole image in strips)");
+    return true;
+  }
+  if (p.tile > 0 || p.tile_pad >= 0 || p.pre_pad > 0) return false;
+  // Measured only on an AVX-512 Xeon (Sapphire Rapids, 2 shared cores): faster there in fp32 with one thread
+  // (0.37-0.54x libtorch and PyTorch). With two threads on the loaded machine its barrier per layer and strip
+  // made it slower than libtorch's tiles, and its bf16 is slower than libtorch's AMX convolutions; AVX2
+  // machines are not measured. So auto keeps libtorch everywhere else.
+  if (!native::supports(net) || native::detect_isa() != native::Isa::Avx512) return false;
+  return precision == Precision::Fp32 && threads == 1;
+#endif
+}
+
 }  // namespace
 
 int cuda_device_count() {
@@ -404,6 +433,20 @@ std::unique_ptr<Upscaler> Upscaler::load(const Params& params) {
   } catch (const c10::Error& e) {
     throw ModelError(params.model_path + ": " + e.what_without_backtrace());
   }
+#if PETCAM_NATIVE_ENGINE
+  if (!cuda && use_native(params, *net, precision, std::max(1, threads))) {
+    try {
+      return native::make_upscaler(std::move(net), precision, threads, params.strip_rows);
+    } catch (const ModelError&) {
+      throw;
+    } catch (const std::exception& e) {
+      if (params.engine == Engine::Native) throw DeviceError(std::string("native engine: ") + e.what());
+      net = load_network(params.model_path);  // auto: libtorch instead
+    }
+  }
+#else
+  use_native(params, *net, precision, std::max(1, threads));  // throws for Engine::Native
+#endif
   try {
     return std::make_unique<TorchUpscaler>(std::move(net), std::move(fallback), params, device, precision);
   } catch (const c10::Error& e) {

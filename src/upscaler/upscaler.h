@@ -15,6 +15,11 @@ enum class Precision { Auto, Fp32, Fp16, Bf16 };
 
 enum class DeviceKind { Auto, Cpu, Cuda };
 
+// Which CPU inference engine runs the network. Native: our Winograd engine in row strips (no tiles, the
+// output equals whole-image inference). Libtorch: the tiled libtorch path, also the reference and the CUDA
+// path. Auto: native for the CPU configurations measured faster than libtorch here, else libtorch.
+enum class Engine { Auto, Native, Libtorch };
+
 // Where inference runs. Auto: CUDA when this libtorch has it and a GPU is visible, else the CPU.
 // index < 0 with Cuda: the first GPU (the job runner spreads its workers over all of them instead).
 struct Device {
@@ -44,6 +49,8 @@ struct Params {
   int tile_pad = -1;  // overlap per side; -1 = the model's receptive field (seamless)
   int pre_pad = 0;    // reflect padding on the right and bottom, as Real-ESRGAN
   int threads = 0;    // intra-op threads; 0 = all cores. Process-wide in libtorch.
+  Engine engine = Engine::Auto;  // CPU only: CUDA always runs libtorch
+  int strip_rows = 0;            // native engine: input rows per strip; 0 = chosen from the width
 };
 
 // Interleaved 8-bit RGB; stride in bytes between rows.
@@ -61,15 +68,17 @@ struct ConstImageView {
   std::size_t stride = 0;
 };
 
-// Called after each tile: tiles done, tiles in all.
+// Called after each tile (native engine: each strip): done, in all. It may throw to cancel the job.
 using Progress = std::function<void(int done, int total)>;
 
 const char* to_string(Precision p);
 Precision parse_precision(const std::string& s);  // "auto" | "fp32" | "fp16" | "bf16"; throws std::invalid_argument
-std::string to_string(const Device& d);           // "auto", "cpu", "cuda", "cuda:1"
-Device parse_device(const std::string& s);        // the same forms; throws std::invalid_argument
-bool cpu_has_fast_bf16();                         // AMX-BF16 or AVX512-BF16, and the OS enables AVX-512 state
-int cuda_device_count();  // GPUs this libtorch can use: 0 on a CPU-only build or with none visible
+const char* to_string(Engine e);
+Engine parse_engine(const std::string& s);  // "auto" | "native" | "libtorch"; throws std::invalid_argument
+std::string to_string(const Device& d);     // "auto", "cpu", "cuda", "cuda:1"
+Device parse_device(const std::string& s);  // the same forms; throws std::invalid_argument
+bool cpu_has_fast_bf16();                   // AMX-BF16 or AVX512-BF16, and the OS enables AVX-512 state
+int cuda_device_count();                    // GPUs this libtorch can use: 0 on a CPU-only build or with none visible
 // auto -> cuda:0 or cpu; cuda -> cuda:0. Throws DeviceError when a CUDA device is asked for and absent.
 Device resolve_device(const Device& d);
 
@@ -83,7 +92,9 @@ class Upscaler {
   virtual Device device() const = 0;             // resolved: cpu or cuda:N
   virtual int fp32_redos() const = 0;            // tiles whose fp16/bf16 output was not finite, redone in fp32
   virtual std::string architecture() const = 0;  // e.g. "SRVGGNetCompact(64 feat, 32 conv)"
-  virtual int tile() const = 0;                  // may shrink after a CUDA out-of-memory, for the next images
+  // The engine and kernels that run, e.g. "libtorch" or "native: winograd F(4,3) avx512 ...".
+  virtual std::string engine() const = 0;
+  virtual int tile() const = 0;  // may shrink after a CUDA out-of-memory, for the next images
   virtual int tile_pad() const = 0;
   // Multiply-adds per input pixel of one forward pass, for throughput figures.
   virtual std::int64_t macs_per_input_pixel() const = 0;

@@ -134,6 +134,64 @@ def test_precision_auto(petcam, ref, inputs):
     assert p >= 35.0
 
 
+# ---------------------------------------------------------------- native engine
+
+STRIP = 8  # input rows per strip: the MODEL_INPUTS crops are 10 (x4fast) and 6 (x4plus) strips tall
+
+
+def native(petcam, src, model, precision):
+    return load(petcam.upscale(src, model, precision,
+                               extra=("--engine", "native", "--strip-rows", str(STRIP))))
+
+
+def strip_band_stats(ours, theirs, half=4):
+    """(PSNR, max abs diff) on the output rows within `half` px of a strip border."""
+    mask = np.zeros(ours.shape[0], bool)
+    for y in range(STRIP * SCALE, ours.shape[0], STRIP * SCALE):
+        mask[y - half:y + half] = True
+    a, b = ours[mask].astype(np.float64), theirs[mask].astype(np.float64)
+    mse = np.mean((a - b) ** 2)
+    return (float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)), np.abs(a - b).max()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_native_fp32_equals_whole_image_reference(model, petcam, ref, inputs):
+    """The native engine runs row strips through the whole network: it must be whole-image inference
+    (zero padding at the border only), with nothing at the strip borders."""
+    src = inputs[model]
+    ours = native(petcam, src, model, "fp32")
+    theirs = ref.upscale(src, model, "fp32")
+    h = load(src).shape[0]
+    assert h > 2 * STRIP
+    p = psnr(ours, theirs)
+    band_p, band_max = strip_band_stats(ours, theirs)
+    print(f"\n{model} native fp32 ({-(-h // STRIP)} strips of {STRIP} rows) vs whole-image reference: {p:.2f} dB, "
+          f"max |diff| {np.abs(ours.astype(int) - theirs).max()}; strip-border bands {band_p:.2f} dB, "
+          f"max {band_max}")
+    assert p >= 60.0
+    assert band_p >= 60.0 and band_max <= 2, "seams at the strip borders"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_native_bf16(model, petcam, ref, inputs):
+    src = inputs[model]
+    ours16 = native(petcam, src, model, "bf16")
+    p = psnr(ours16, ref.upscale(src, model, "fp32"))
+    print(f"\n{model} native bf16 vs reference fp32: {p:.2f} dB")
+    assert p >= 50.0
+
+
+def test_native_engine_is_logged(petcam, inputs):
+    out = os.path.join(petcam.workdir, "engine_log.png")
+    r = petcam.run("upscale", inputs["x4fast"], out, "--model", "x4fast", "--precision", "fp32",
+                   "--engine", "native", "--threads", THREADS)
+    assert r.returncode == 0, r.stderr
+    assert "engine: native: winograd F(4,3) " in r.stderr, r.stderr
+    r = petcam.run("upscale", inputs["x4fast"], out, "--model", "x4fast", "--engine", "ncnn")
+    assert r.returncode == 1
+    assert "engine must be auto, native or libtorch" in r.stderr
+
+
 # ---------------------------------------------------------------- devices
 
 def _cuda_visible():

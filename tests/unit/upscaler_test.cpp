@@ -65,7 +65,7 @@ TEST(Upscaler, LoadsBothArchitecturesWithTheirCost) {
   auto fast = load(model("x4fast"), up::Precision::Fp32, 0);
   EXPECT_EQ(fast->architecture(), "SRVGGNetCompact(64 feat, 32 conv, x4)");
   EXPECT_EQ(fast->macs_per_input_pixel(), 1'209'024);
-  EXPECT_EQ(fast->tile_pad(), 34);
+  EXPECT_EQ(fast->tile_pad(), fast->engine() == "libtorch" ? 34 : 0);  // the native engine has no tiles
   auto plus = load(model("x4plus"), up::Precision::Fp32, 0);
   EXPECT_EQ(plus->architecture(), "RRDBNet(23 blocks, 64 feat, 32 grow)");
   EXPECT_EQ(plus->macs_per_input_pixel(), 17'926'848);
@@ -229,4 +229,88 @@ TEST(ModelErrors, NameTheFileAndTheLayer) {
     std::ofstream(m.dir / "bad.pth") << "not a pickle";
     EXPECT_NE(load_error((m.dir / "bad.pth").string()).find("not a PyTorch .pth file"), std::string::npos);
   }
+}
+
+// ---- the native engine ------------------------------------------------------------------------------
+
+namespace {
+
+std::unique_ptr<up::Upscaler> load_engine(const std::string& path, up::Engine e, up::Precision p, int strip = 0) {
+  up::Params params;
+  params.model_path = path;
+  params.precision = p;
+  params.engine = e;
+  params.tile = 0;  // libtorch: the whole image, the reference the strips must equal
+  params.threads = 2;
+  params.strip_rows = strip;
+  return up::Upscaler::load(params);
+}
+
+double psnr(const cv::Mat& a, const cv::Mat& b) {
+  return cv::PSNR(a, b);
+}
+
+}  // namespace
+
+TEST(Options, EngineNamesRoundTrip) {
+  for (auto e : {up::Engine::Auto, up::Engine::Native, up::Engine::Libtorch})
+    EXPECT_EQ(up::parse_engine(up::to_string(e)), e);
+  EXPECT_THROW(up::parse_engine("ncnn"), std::invalid_argument);
+}
+
+TEST(NativeEngine, StripsEqualWholeImageLibtorchForBothNetworks) {
+  struct Case {
+    const char* model;
+    int w, h, strip;
+  };
+  for (const Case c : {Case{"x4fast", 61, 45, 8}, Case{"x4plus", 23, 19, 4}}) {
+    const cv::Mat in = photo_crop(petcam::test::kChelsea, c.w, c.h);
+    auto native = load_engine(model(c.model), up::Engine::Native, up::Precision::Fp32, c.strip);
+    auto torch = load_engine(model(c.model), up::Engine::Libtorch, up::Precision::Fp32);
+    EXPECT_EQ(native->engine().rfind("native", 0), 0u) << native->engine();
+    EXPECT_EQ(torch->engine(), "libtorch");
+    EXPECT_EQ(native->tile_count(c.w, c.h), (c.h + c.strip - 1) / c.strip);
+    const cv::Mat a = run(*native, in), b = run(*torch, in);
+    EXPECT_LE(cv::norm(a, b, cv::NORM_INF), 1.0) << c.model;
+    EXPECT_GE(psnr(a, b), 60.0) << c.model;
+    // A second image of another size through the same engine (buffers are per image).
+    const cv::Mat in2 = photo_crop(petcam::test::kCoffee, c.h, c.w);
+    EXPECT_GE(psnr(run(*native, in2), run(*torch, in2)), 60.0) << c.model;
+  }
+}
+
+TEST(NativeEngine, ProgressPerStripAndCancellation) {
+  const cv::Mat in = photo_crop(petcam::test::kChelsea, 40, 33);
+  auto u = load_engine(model("x4fast"), up::Engine::Native, up::Precision::Fp32, 8);
+  cv::Mat out(33 * 4, 40 * 4, CV_8UC3);
+  std::vector<std::pair<int, int>> calls;
+  u->process({in.data, in.cols, in.rows, in.step}, {out.data, out.cols, out.rows, out.step},
+             [&](int done, int total) { calls.emplace_back(done, total); });
+  ASSERT_FALSE(calls.empty());
+  EXPECT_EQ(calls.back(), std::make_pair(5, 5));
+  for (std::size_t i = 1; i < calls.size(); ++i) EXPECT_GT(calls[i].first, calls[i - 1].first);
+  // The callback may throw to cancel; the engine stays usable.
+  EXPECT_THROW(u->process({in.data, in.cols, in.rows, in.step}, {out.data, out.cols, out.rows, out.step},
+                          [](int done, int) {
+                            if (done >= 2) throw std::runtime_error("cancelled");
+                          }),
+               std::runtime_error);
+  const cv::Mat again = run(*u, in);
+  EXPECT_GE(psnr(again, run(*load_engine(model("x4fast"), up::Engine::Libtorch, up::Precision::Fp32), in)), 60.0);
+}
+
+TEST(NativeEngine, AutoPicksNativeOnlyWhereMeasuredAndNeverForTiles) {
+  auto tiled = load(model("x4fast"), up::Precision::Fp32, 32);
+  EXPECT_EQ(tiled->engine(), "libtorch");
+  // Two threads: measured slower than libtorch on the shared 2-core machine, so auto keeps libtorch.
+  up::Params two;
+  two.model_path = model("x4fast");
+  two.precision = up::Precision::Fp32;
+  two.threads = 2;
+  EXPECT_EQ(up::Upscaler::load(two)->engine(), "libtorch");
+  up::Params p;
+  p.model_path = model("x4fast");
+  p.engine = up::Engine::Native;
+  p.pre_pad = 10;
+  EXPECT_THROW(up::Upscaler::load(p), up::DeviceError);
 }

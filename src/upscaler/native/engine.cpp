@@ -1,0 +1,577 @@
+#include "upscaler/native/engine.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <dnnl.hpp>
+#include <map>
+#include <new>
+#include <sstream>
+
+#include "upscaler/native/winograd.h"
+
+namespace petcam::upscaler::native {
+
+namespace {
+
+constexpr int kChunkTiles = 64;  // tiles per GEMM: V, M and the weights of one conv stay in L2
+
+int pad16(int c) {
+  return (c + kBlock - 1) / kBlock * kBlock;
+}
+
+std::uint16_t to_bf16(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return static_cast<std::uint16_t>(u);
+}
+
+// One activation: rows [base, avail) of an H x W x C tensor (C padded to 16), held in a ring of `cap` rows.
+// Each row is (W + pad) pixels: pixel x at column x + 1, zero columns around it (the convolution's padding).
+struct Buf {
+  int C = 0, H = 0, W = 0, Wp = 0;
+  int base = 0, avail = 0, cap = 0;
+  std::vector<float> data;
+
+  void init(int c, int h, int w) {
+    C = c, H = h, W = w;
+    Wp = (w + kTileOut - 1) / kTileOut * kTileOut + 2;
+    base = avail = cap = 0;
+    data.clear();
+  }
+  std::size_t row_floats() const { return static_cast<std::size_t>(Wp) * C; }
+  float* row(int r) { return data.data() + static_cast<std::size_t>(r % cap) * row_floats(); }
+  float* pixels(int r) { return row(r) + C; }  // pixel 0 of row r
+  // Room for rows [base, upto).
+  void reserve(int upto) {
+    const int need = upto - base;
+    if (need <= cap) return;
+    const int ncap = std::max(need, cap + cap / 2);
+    std::vector<float> next(static_cast<std::size_t>(ncap) * row_floats(), 0.0f);
+    for (int r = base; r < avail; ++r)
+      std::memcpy(next.data() + static_cast<std::size_t>(r % ncap) * row_floats(), row(r),
+                  row_floats() * sizeof(float));
+    data.swap(next);
+    cap = ncap;
+  }
+};
+
+struct Conv {
+  std::vector<int> in;  // concatenated along channels, in order
+  int out = -1;
+  int K = 0, N = 0;
+  int act = kActNone;
+  std::vector<float> bias, slope;  // N
+  int nres = 0;
+  int res[2] = {-1, -1};
+  float res_scale[2] = {1.0f, 1.0f};
+  int prim = -1;         // index into the matmul primitives
+  dnnl::memory weights;  // U in the primitive's preferred layout
+  std::vector<const float*> rows[6];
+  std::vector<float*> out_rows;
+  std::vector<const float*> res_rows[2];
+};
+
+struct Upsample {
+  int in = -1, out = -1;
+};
+
+struct Node {
+  bool is_conv = true;
+  Conv conv;
+  Upsample up;
+};
+
+struct Matmul {
+  int K = 0, N = 0;
+  dnnl::matmul prim;
+  dnnl::memory::desc src, dst, wei, scratch;
+};
+
+class Engine final : public Upscaler {
+ public:
+  Engine(std::shared_ptr<Network> net, Precision precision, int threads, int strip_rows)
+      : net_(std::move(net)),
+        precision_(precision),
+        bf16_(precision == Precision::Bf16),
+        kernels_(kernels_for(detect_isa())),
+        threads_(std::max(1, threads)),
+        strip_rows_(strip_rows),
+        eng_(dnnl::engine::kind::cpu, 0) {
+    if (net_->tail() == Tail::PixelShuffleAddInput)
+      build_srvgg();
+    else
+      build_rrdb();
+    std::ostringstream d;
+    d << "native: winograd F(4,3) " << to_string(kernels_.isa) << " transforms, NHWC16 fp32 activations in row strips, "
+      << "oneDNN " << dnnl_version()->major << "." << dnnl_version()->minor << " matmul " << (bf16_ ? "bf16" : "fp32")
+      << " (" << to_string(kernels_.isa) << (bf16_ && cpu_has_amx_bf16() ? ", AMX" : "") << ")";
+    describe_ = d.str();
+    arch_ = net_->describe();
+    macs_ = net_->macs_per_input_pixel();
+    rrdb_ = net_->tail() == Tail::None;
+    net_.reset();  // the transformed weights are all we need; the libtorch copy would double the memory
+  }
+
+  int scale() const override { return 4; }
+  Precision precision() const override { return precision_; }
+  Device device() const override { return {DeviceKind::Cpu, -1}; }
+  int fp32_redos() const override { return 0; }
+  std::string architecture() const override { return arch_; }
+  std::string engine() const override { return describe_; }
+  int tile() const override { return 0; }
+  int tile_pad() const override { return 0; }
+  std::int64_t macs_per_input_pixel() const override { return macs_; }
+  int tile_count(int width, int height) const override {
+    const int s = strip_for(width);
+    return (height + s - 1) / s;
+  }
+
+  void process(ConstImageView in, ImageView out, const Progress& progress) override {
+    if (in.width <= 0 || in.height <= 0 || out.width != in.width * 4 || out.height != in.height * 4)
+      throw std::invalid_argument("output must be exactly 4x the input size");
+    try {
+      run(in, out, progress);
+    } catch (const std::bad_alloc&) {
+      release();
+      throw std::runtime_error("out of memory running the native engine on a " + std::to_string(in.width) + "x" +
+                               std::to_string(in.height) + " image");
+    } catch (const dnnl::error& e) {
+      release();
+      throw std::runtime_error(std::string("inference failed (oneDNN): ") + e.what());
+    } catch (...) {
+      release();
+      throw;
+    }
+    release();
+  }
+
+ private:
+  // ---- graph ---------------------------------------------------------------------------------------
+
+  int tensor(int c, int res) {
+    bufs_.emplace_back();
+    res_.push_back(res);
+    chan_.push_back(pad16(c));
+    return static_cast<int>(bufs_.size()) - 1;
+  }
+
+  // A 3x3 conv of the channel concatenation of `in` from network conv `index`.
+  int conv(std::initializer_list<int> in, std::size_t index, int act, const torch::nn::PReLU* prelu = nullptr) {
+    const auto& spec = net_->convs().at(index);
+    auto w = spec.conv->weight.detach().to(torch::kFloat).contiguous();
+    auto b = spec.conv->bias.detach().to(torch::kFloat).contiguous();
+    const int cout = static_cast<int>(w.size(0)), cin = static_cast<int>(w.size(1));
+    Node node;
+    Conv& c = node.conv;
+    c.in = in;
+    for (int t : c.in) c.K += chan_[t];
+    c.N = pad16(cout);
+    c.out = tensor(cout, res_[c.in[0]]);
+    c.act = act;
+    c.bias.assign(c.N, 0.0f);
+    std::memcpy(c.bias.data(), b.data_ptr<float>(), sizeof(float) * cout);
+    if (act == kActPrelu) {
+      auto s = (*prelu)->weight.detach().to(torch::kFloat).contiguous();
+      if (s.numel() != cout) throw ModelError("native engine: PReLU slopes do not match conv " + std::to_string(index));
+      c.slope.assign(c.N, 0.0f);
+      std::memcpy(c.slope.data(), s.data_ptr<float>(), sizeof(float) * cout);
+    }
+    // Transformed weights, rows laid out as the concatenated padded input channels.
+    std::vector<float> oihw(static_cast<std::size_t>(cout) * c.K * 9, 0.0f);
+    {
+      const float* src = w.data_ptr<float>();
+      int real = 0, padded = 0;
+      for (int t : c.in) {
+        const int creal = t == input_ ? 3 : chan_[t];
+        for (int k = 0; k < creal; ++k)
+          for (int o = 0; o < cout; ++o)
+            std::memcpy(&oihw[(static_cast<std::size_t>(o) * c.K + padded + k) * 9],
+                        src + (static_cast<std::size_t>(o) * cin + real + k) * 9, 9 * sizeof(float));
+        real += creal;
+        padded += chan_[t];
+      }
+      if (real != cin) throw ModelError("native engine: conv " + std::to_string(index) + " input channels mismatch");
+    }
+    const auto u = transform_weights(oihw.data(), cout, c.K, c.K, c.N);
+    c.prim = matmul_for(c.K, c.N);
+    const Matmul& mm = mms_[c.prim];
+    using dt = dnnl::memory::data_type;
+    const dnnl::memory::desc user({kPoints, c.K, c.N}, bf16_ ? dt::bf16 : dt::f32, dnnl::memory::format_tag::abc);
+    dnnl::memory user_mem(user, eng_);
+    if (bf16_) {
+      auto* p = static_cast<std::uint16_t*>(user_mem.get_data_handle());
+      for (std::size_t i = 0; i < u.size(); ++i) p[i] = to_bf16(u[i]);
+    } else {
+      std::memcpy(user_mem.get_data_handle(), u.data(), u.size() * sizeof(float));
+    }
+    c.weights = dnnl::memory(mm.wei, eng_);
+    dnnl::stream s(eng_);
+    dnnl::reorder(user_mem, c.weights).execute(s, user_mem, c.weights);
+    s.wait();
+    nodes_.push_back(std::move(node));
+    return c.out;
+  }
+
+  int upsample(int in) {
+    Node node;
+    node.is_conv = false;
+    node.up.in = in;
+    node.up.out = tensor(chan_[in], res_[in] * 2);
+    const int out = node.up.out;
+    nodes_.push_back(std::move(node));
+    return out;
+  }
+
+  // The last conv added ends with v = v * s + t.
+  void residual(float s, int t) {
+    Conv& c = nodes_.back().conv;
+    c.res[c.nres] = t;
+    c.res_scale[c.nres] = s;
+    ++c.nres;
+  }
+
+  int matmul_for(int K, int N) {
+    for (std::size_t i = 0; i < mms_.size(); ++i)
+      if (mms_[i].K == K && mms_[i].N == N) return static_cast<int>(i);
+    using dt = dnnl::memory::data_type;
+    using tag = dnnl::memory::format_tag;
+    Matmul m;
+    m.K = K, m.N = N;
+    m.src = dnnl::memory::desc({kPoints, kChunkTiles, K}, bf16_ ? dt::bf16 : dt::f32, tag::abc);
+    const dnnl::memory::desc wei({kPoints, K, N}, bf16_ ? dt::bf16 : dt::f32, tag::any);
+    m.dst = dnnl::memory::desc({kPoints, kChunkTiles, N}, dt::f32, tag::abc);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(m.src, wei, m.dst), attr, eng_);
+    m.wei = pd.weights_desc();
+    m.scratch = pd.scratchpad_desc();
+    scratch_bytes_ = std::max(scratch_bytes_, pd.scratchpad_desc().get_size());
+    impl_ = pd.impl_info_str();
+    m.prim = dnnl::matmul(pd);
+    mms_.push_back(std::move(m));
+    return static_cast<int>(mms_.size()) - 1;
+  }
+
+  void build_srvgg() {
+    const auto& convs = net_->convs();
+    const auto& prelus = net_->prelus();
+    input_ = tensor(3, 1);
+    int x = input_;
+    for (std::size_t i = 0; i + 1 < convs.size(); ++i) x = conv({x}, i, kActPrelu, &prelus.at(i));
+    final_ = conv({x}, convs.size() - 1, kActNone);
+    if (chan_[final_] != 48) throw ModelError("native engine: SRVGGNetCompact's last conv must give 48 channels");
+  }
+
+  void build_rrdb() {
+    const std::size_t blocks = (net_->convs().size() - 6) / 15;
+    std::size_t k = 0;
+    input_ = tensor(3, 1);
+    const int feat = conv({input_}, k++, kActNone);
+    int cur = feat;
+    for (std::size_t b = 0; b < blocks; ++b) {
+      const int rrdb_in = cur;
+      int x = cur;
+      for (int r = 0; r < 3; ++r) {
+        const int x1 = conv({x}, k++, kActLeaky);
+        const int x2 = conv({x, x1}, k++, kActLeaky);
+        const int x3 = conv({x, x1, x2}, k++, kActLeaky);
+        const int x4 = conv({x, x1, x2, x3}, k++, kActLeaky);
+        const int x5 = conv({x, x1, x2, x3, x4}, k++, kActNone);
+        residual(0.2f, x);                    // rdb: x5 * 0.2 + x
+        if (r == 2) residual(0.2f, rrdb_in);  // rrdb: rdb3 * 0.2 + its input
+        x = x5;
+      }
+      cur = x;
+    }
+    conv({cur}, k++, kActNone);
+    residual(1.0f, feat);  // conv_body(body) + feat
+    const int body = nodes_.back().conv.out;
+    const int u1 = conv({upsample(body)}, k++, kActLeaky);
+    const int u2 = conv({upsample(u1)}, k++, kActLeaky);
+    const int hr = conv({u2}, k++, kActLeaky);
+    final_ = conv({hr}, k++, kActNone);
+    if (k != net_->convs().size()) throw ModelError("native engine: RRDBNet conv count does not match its graph");
+  }
+
+  // ---- execution -----------------------------------------------------------------------------------
+
+  int strip_for(int width) const {
+    if (strip_rows_ > 0) return strip_rows_;
+    // A strip of about this many pixels per layer: a few GEMM chunks per thread, few rows held per layer.
+    const int px = rrdb_ ? 8192 : 16384;
+    const int rows = (px + width - 1) / width;
+    return std::clamp((rows + 3) / 4 * 4, 4, 256);
+  }
+
+  void release() {
+    for (auto& b : bufs_) {
+      std::vector<float>().swap(b.data);
+      b.cap = 0;
+    }
+    std::vector<float>().swap(zero_);
+    for (auto& t : scratch_) std::vector<char>().swap(t);
+  }
+
+  void run(ConstImageView in, ImageView out, const Progress& progress) {
+    const int H = in.height, W = in.width;
+    for (std::size_t t = 0; t < bufs_.size(); ++t) bufs_[t].init(chan_[t], H * res_[t], W * res_[t]);
+    std::size_t zero = 0;
+    for (const auto& b : bufs_) zero = std::max(zero, b.row_floats());
+    zero_.assign(zero, 0.0f);
+    // Per thread: V (36 x T x Kmax), M (36 x T x Nmax) and oneDNN's scratchpad.
+    int kmax = 0, nmax = 0;
+    for (const auto& m : mms_) kmax = std::max(kmax, m.K), nmax = std::max(nmax, m.N);
+    const std::size_t vbytes = static_cast<std::size_t>(kPoints) * kChunkTiles * kmax * (bf16_ ? 2 : 4);
+    const std::size_t mbytes = static_cast<std::size_t>(kPoints) * kChunkTiles * nmax * 4;
+    const int threads = at::get_num_threads();
+    scratch_.resize(threads);
+    while (static_cast<int>(streams_.size()) < threads) streams_.emplace_back(eng_);
+    for (auto& s : scratch_) s.assign(vbytes + mbytes + scratch_bytes_ + 3 * 64, 0);
+
+    const int S = strip_for(W);
+    const int total = (H + S - 1) / S;
+    int fed = 0, written = 0, reported = 0;
+    while (written < H) {
+      if (fed < H) {
+        const int upto = std::min(H, fed + S);
+        feed(in, fed, upto);
+        fed = upto;
+      }
+      for (auto& node : nodes_) {
+        if (node.is_conv)
+          step_conv(node.conv, S);
+        else
+          step_upsample(node.up, S);
+      }
+      const int done = bufs_[final_].avail / res_[final_];
+      if (done > written) {
+        write(in, out, written, done);
+        written = done;
+      }
+      trim(written);
+      const int strips = written >= H ? total : written / S;
+      if (progress && strips > reported) {
+        reported = strips;
+        progress(strips, total);
+      }
+    }
+  }
+
+  void feed(ConstImageView in, int y0, int y1) {
+    Buf& b = bufs_[input_];
+    b.reserve(y1);
+    for (int y = y0; y < y1; ++y) {
+      const std::uint8_t* src = in.data + in.stride * static_cast<std::size_t>(y);
+      float* dst = b.pixels(y);
+      for (int x = 0; x < in.width; ++x) {
+        float* p = dst + static_cast<std::size_t>(x) * b.C;
+        for (int c = 0; c < 3; ++c) p[c] = static_cast<float>(src[3 * x + c]) / 255.0f;
+      }
+    }
+    b.avail = y1;
+  }
+
+  void step_upsample(const Upsample& u, int S) {
+    Buf &src = bufs_[u.in], &dst = bufs_[u.out];
+    int target = src.avail == src.H ? dst.H : 2 * src.avail;
+    target = std::min(target, dst.avail + S * res_[u.out]);
+    if (target <= dst.avail) return;
+    dst.reserve(target);
+    const std::size_t px = static_cast<std::size_t>(dst.C) * sizeof(float);
+    for (int r = dst.avail; r < target; ++r) {
+      const float* s = src.pixels(r / 2);
+      float* d = dst.pixels(r);
+      for (int x = 0; x < dst.W; ++x) std::memcpy(d + static_cast<std::size_t>(x) * dst.C, s + (x / 2) * dst.C, px);
+    }
+    dst.avail = target;
+  }
+
+  void step_conv(Conv& c, int S) {
+    Buf& out = bufs_[c.out];
+    const int H = out.H;
+    int target = H;
+    for (int t : c.in) {
+      const Buf& b = bufs_[t];
+      target = std::min(target, b.avail == H ? H : std::max(0, b.avail - 1));
+    }
+    for (int k = 0; k < c.nres; ++k) target = std::min(target, bufs_[c.res[k]].avail);
+    target = std::min(target, out.avail + S * res_[c.out]);
+    const int o = out.avail;
+    if (target <= o) return;
+    const int rows = target - o;
+    const int n_ty = (rows + kTileOut - 1) / kTileOut, n_tx = (out.W + kTileOut - 1) / kTileOut;
+    out.reserve(target);
+
+    InputJob ij;
+    ij.nsrc = static_cast<int>(c.in.size());
+    ij.n_tx = n_tx;
+    ij.K = c.K;
+    const int nrows = kTileOut * n_ty + 2;
+    for (int s = 0; s < ij.nsrc; ++s) {
+      Buf& b = bufs_[c.in[s]];
+      auto& rp = c.rows[s];
+      rp.resize(nrows);
+      for (int k = 0; k < nrows; ++k) {
+        const int y = o - 1 + k;
+        rp[k] = y >= 0 && y < b.avail ? b.row(y) : zero_.data();
+      }
+      ij.src[s].C = b.C;
+      ij.src[s].rows = rp.data();
+    }
+    OutputJob oj;
+    oj.N = c.N;
+    oj.n_tx = n_tx;
+    oj.rows = rows;
+    oj.width = out.W;
+    oj.bias = c.bias.data();
+    oj.slope = c.slope.empty() ? nullptr : c.slope.data();
+    oj.act = c.act;
+    oj.nres = c.nres;
+    c.out_rows.resize(rows);
+    for (int k = 0; k < rows; ++k) c.out_rows[k] = out.pixels(o + k);
+    oj.out_rows = c.out_rows.data();
+    for (int k = 0; k < c.nres; ++k) {
+      Buf& r = bufs_[c.res[k]];
+      c.res_rows[k].resize(rows);
+      for (int j = 0; j < rows; ++j) c.res_rows[k][j] = r.pixels(o + j);
+      oj.res_rows[k] = c.res_rows[k].data();
+      oj.res_scale[k] = c.res_scale[k];
+    }
+
+    const Matmul& mm = mms_[c.prim];
+    const int tiles = n_ty * n_tx;
+    const int chunks = (tiles + kChunkTiles - 1) / kChunkTiles;
+    const std::size_t vbytes = static_cast<std::size_t>(kPoints) * kChunkTiles * c.K * (bf16_ ? 2 : 4);
+    const std::size_t mbytes = static_cast<std::size_t>(kPoints) * kChunkTiles * c.N * 4;
+    // Chunks are taken from a shared counter, so a thread that lost its core to another process does not hold
+    // the others at the barrier with a fixed share of the work.
+    std::atomic<int> next{0};
+    const int workers = std::min<int>(chunks, static_cast<int>(scratch_.size()));
+    auto work = [&](int thread) {
+      char* base = align64(scratch_[thread].data());
+      void* v = base;
+      auto* m = reinterpret_cast<float*>(align64(base + vbytes));
+      char* pad = align64(reinterpret_cast<char*>(m) + mbytes);
+      dnnl::memory src(mm.src, eng_, v), dst(mm.dst, eng_, m), scratch(mm.scratch, eng_, pad);
+      for (int ch = next++; ch < chunks; ch = next++) {
+        const int t0 = ch * kChunkTiles;
+        const int count = std::min(kChunkTiles, tiles - t0);
+        kernels_.input(ij, t0, count, kChunkTiles, v, bf16_);
+        mm.prim.execute(
+            streams_[thread],
+            {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, c.weights}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}});
+        kernels_.output(oj, t0, count, kChunkTiles, m);
+      }
+    };
+    if (workers <= 1)
+      work(0);
+    else
+      at::parallel_for(0, workers, 1, [&](std::int64_t b, std::int64_t e) {
+        for (std::int64_t w = b; w < e; ++w) work(static_cast<int>(w));
+      });
+    out.avail = target;
+  }
+
+  static char* align64(char* p) {
+    return reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(p) + 63) & ~std::uintptr_t{63});
+  }
+
+  // Rows each tensor must keep: what its consumers read next.
+  void trim(int written) {
+    std::vector<int> need(bufs_.size());
+    for (std::size_t t = 0; t < bufs_.size(); ++t) need[t] = bufs_[t].avail;
+    for (const auto& node : nodes_) {
+      if (node.is_conv) {
+        const Conv& c = node.conv;
+        const int o = bufs_[c.out].avail;
+        for (int t : c.in) need[t] = std::min(need[t], std::max(0, o - 1));
+        for (int k = 0; k < c.nres; ++k) need[c.res[k]] = std::min(need[c.res[k]], o);
+      } else {
+        need[node.up.in] = std::min(need[node.up.in], bufs_[node.up.out].avail / 2);
+      }
+    }
+    need[final_] = std::min(need[final_], written * res_[final_]);
+    need[input_] = std::min(need[input_], written);
+    for (std::size_t t = 0; t < bufs_.size(); ++t) bufs_[t].base = std::max(bufs_[t].base, need[t]);
+  }
+
+  static std::uint8_t to_u8(float v) {
+    return static_cast<std::uint8_t>(std::nearbyint(std::clamp(v * 255.0f, 0.0f, 255.0f)));
+  }
+
+  // Input rows [y0, y1) of the result: the network's tail, x255, clamp and round into `out`.
+  void write(ConstImageView in, ImageView out, int y0, int y1) {
+    Buf& f = bufs_[final_];
+    if (res_[final_] == 4) {  // RRDBNet: the last conv is the image
+      at::parallel_for(y0 * 4, y1 * 4, 16, [&](std::int64_t b, std::int64_t e) {
+        for (std::int64_t oy = b; oy < e; ++oy) {
+          const float* src = f.pixels(static_cast<int>(oy));
+          std::uint8_t* dst = out.data + out.stride * static_cast<std::size_t>(oy);
+          for (int x = 0; x < out.width; ++x)
+            for (int c = 0; c < 3; ++c) dst[3 * x + c] = to_u8(src[static_cast<std::size_t>(x) * f.C + c]);
+        }
+      });
+      return;
+    }
+    // SRVGGNetCompact: pixel_shuffle(y, 4) + nearest_upsample(x, 4).
+    Buf& x = bufs_[input_];
+    at::parallel_for(y0, y1, 4, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t y = b; y < e; ++y) {
+        const float* r = f.pixels(static_cast<int>(y));
+        const float* xi = x.pixels(static_cast<int>(y));
+        for (int i = 0; i < 4; ++i) {
+          std::uint8_t* dst = out.data + out.stride * static_cast<std::size_t>(y * 4 + i);
+          for (int lx = 0; lx < in.width; ++lx) {
+            const float* p = r + static_cast<std::size_t>(lx) * f.C + i * 4;
+            const float* q = xi + static_cast<std::size_t>(lx) * x.C;
+            for (int j = 0; j < 4; ++j)
+              for (int ch = 0; ch < 3; ++ch) *dst++ = to_u8(p[ch * 16 + j] + q[ch]);
+          }
+        }
+      }
+    });
+  }
+
+  std::shared_ptr<Network> net_;
+  Precision precision_;
+  bool bf16_;
+  Kernels kernels_;
+  int threads_;
+  int strip_rows_;
+  dnnl::engine eng_;
+  std::vector<Matmul> mms_;
+  std::size_t scratch_bytes_ = 0;
+  std::string impl_, describe_, arch_;
+  std::int64_t macs_ = 0;
+  bool rrdb_ = false;
+  std::vector<Node> nodes_;
+  std::vector<Buf> bufs_;
+  std::vector<int> res_, chan_;
+  int input_ = -1, final_ = -1;
+  std::vector<float> zero_;
+  std::vector<std::vector<char>> scratch_;
+  std::vector<dnnl::stream> streams_;
+};
+
+}  // namespace
+
+bool supports(const Network& net) {
+  if (net.scale() != 4) return false;
+  const auto& convs = net.convs();
+  if (net.tail() == Tail::PixelShuffleAddInput) return net.prelus().size() + 1 == convs.size() && convs.size() >= 2;
+  return net.tail() == Tail::None && convs.size() >= 21 && (convs.size() - 6) % 15 == 0;
+}
+
+std::unique_ptr<Upscaler> make_upscaler(std::shared_ptr<Network> net, Precision precision, int threads,
+                                        int strip_rows) {
+  if (!supports(*net)) throw ModelError("the native engine does not know the network " + net->describe());
+  torch::NoGradGuard no_grad;
+  return std::make_unique<Engine>(std::move(net), precision, threads, strip_rows);
+}
+
+}  // namespace petcam::upscaler::native

@@ -1,0 +1,21 @@
+// The native CPU engine: both Real-ESRGAN networks as a graph of Winograd 3x3 convolutions run in row
+// strips through the whole network (each layer keeps the rows of its input the next strip needs), so no
+// pixel is computed twice and the output equals whole-image inference. GEMMs through oneDNN's matmul.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "upscaler/network.h"
+#include "upscaler/upscaler.h"
+
+namespace petcam::upscaler::native {
+
+// Whether the native engine can run `net` (one of the two architectures, built by load_network).
+bool supports(const Network& net);
+
+// precision: Fp32 or Bf16. strip_rows <= 0: chosen from the image width.
+std::unique_ptr<Upscaler> make_upscaler(std::shared_ptr<Network> net, Precision precision, int threads,
+                                        int strip_rows = 0);
+
+}  // namespace petcam::upscaler::native
