@@ -24,7 +24,8 @@ enum class Op {
   Metrics,
   OpenApi,
   Docs,
-  Redoc
+  Redoc,
+  WebApp
 };
 
 struct Route {
@@ -34,7 +35,7 @@ struct Route {
   bool in_schema;  // documented in openapi.json (the docs pages themselves are not, as in FastAPI)
 };
 
-inline constexpr std::array<Route, 17> kRoutes{{
+inline constexpr std::array<Route, 18> kRoutes{{
     {"POST", "/register", Op::Register, true},
     {"POST", "/token", Op::Token, true},
     {"POST", "/upscale", Op::Upscale, true},
@@ -52,6 +53,7 @@ inline constexpr std::array<Route, 17> kRoutes{{
     {"GET", "/openapi.json", Op::OpenApi, false},
     {"GET", "/docs", Op::Docs, false},
     {"GET", "/redoc", Op::Redoc, false},
+    {"GET", "/", Op::WebApp, false},  // the web gallery's page; its /app/ assets are answered beside the docs assets
 }};
 
 // Whether `path` fits the route pattern; `param` receives the {photo_id} segment.

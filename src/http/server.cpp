@@ -17,6 +17,7 @@
 #include "api/job_metrics.h"
 #include "api/photo_api.h"
 #include "api/routes.h"
+#include "api/web_app.h"
 #include "db/database.h"
 #include "db/repositories.h"
 #include "http/client_ip.h"
@@ -232,6 +233,7 @@ struct Server::Impl {
 
   api::Context& ctx;
   const api::Docs& docs;
+  const api::WebApp web_app;
   const config::Settings& s;
   api::AuthApi auth;
   api::AccountApi accounts;
@@ -350,9 +352,13 @@ restinio::request_handling_status_t Server::Impl::handle(const restinio::request
     allow += r.method;
     if (r.method == info.method) route = &r, param = p, info.route = static_cast<std::size_t>(&r - api::kRoutes.data());
   }
+  const auto if_none_match = [&req] { return field_of(req, restinio::http_field::if_none_match).value_or(""); };
   if (!route) {
-    const auto* asset = info.method == "GET" ? docs.find(info.path) : nullptr;
-    if (asset)
+    const bool get = info.method == "GET";
+    const auto* asset = get ? docs.find(info.path) : nullptr;
+    if (auto app = get ? web_app.answer(info.path, if_none_match()) : std::nullopt)
+      send(req, *app, info);
+    else if (asset)
       send(req, {200, asset->content_type, asset->body, {{"Cache-Control", "public, max-age=86400"}}}, info);
     else if (!allow.empty())
       send(req, api::json_response(405, {{"detail", "Method Not Allowed"}}, {{"Allow", allow}}), info);
@@ -386,6 +392,9 @@ restinio::request_handling_status_t Server::Impl::handle(const restinio::request
         send(req, {200, asset->content_type, asset->body, {}}, info);
       else
         send(req, api::json_response(404, {{"detail", "Not Found"}}), info);
+      return restinio::request_accepted();
+    case Op::WebApp:
+      send(req, web_app.answer(info.path, if_none_match()).value(), info);
       return restinio::request_accepted();
     case Op::Register:
       limiter = &limit_register;

@@ -1,6 +1,7 @@
-// Rate limits, request validation, ids and the route table against the OpenAPI document.
+// Rate limits, request validation, ids, the route table against the OpenAPI document, and the web app's answers.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -9,6 +10,7 @@
 #include "api/response.h"
 #include "api/routes.h"
 #include "api/validation.h"
+#include "api/web_app.h"
 #include "api_assets.h"
 #include "http/rate_limiter.h"
 
@@ -161,4 +163,73 @@ TEST(Routes, AgreeWithTheOpenApiDocument) {
   for (const auto& r : api::kRoutes)
     if (r.in_schema) routed.insert(std::string(r.method) + " " + std::string(r.path));
   EXPECT_EQ(documented, routed);
+}
+
+namespace {
+
+std::string header_of(const api::Response& r, std::string_view name) {
+  for (const auto& [k, v] : r.headers)
+    if (k == name) return v;
+  return {};
+}
+
+}  // namespace
+
+TEST(Routes, TheWebAppPageIsRoutedButNotDocumented) {
+  const auto it = std::find_if(api::kRoutes.begin(), api::kRoutes.end(), [](const auto& r) { return r.path == "/"; });
+  ASSERT_NE(it, api::kRoutes.end());
+  EXPECT_EQ(it->method, "GET");
+  EXPECT_EQ(it->op, api::Op::WebApp);
+  EXPECT_FALSE(it->in_schema);
+}
+
+TEST(WebApp, ThePageRunsOnlyItsOwnFilesAndNamesThemByVersion) {
+  const api::WebApp app;
+  const auto page = app.answer("/", "");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_EQ(page->content_type, "text/html; charset=utf-8");
+  const auto csp = header_of(*page, "Content-Security-Policy");
+  EXPECT_NE(csp.find("script-src 'self'"), std::string::npos) << csp;
+  EXPECT_NE(csp.find("default-src 'self'"), std::string::npos) << csp;
+  EXPECT_EQ(csp.find("unsafe-inline"), std::string::npos) << csp;
+  EXPECT_EQ(csp.find("unsafe-eval"), std::string::npos) << csp;
+  EXPECT_EQ(header_of(*page, "X-Content-Type-Options"), "nosniff");
+  EXPECT_EQ(header_of(*page, "Cache-Control"), "no-cache");
+  ASSERT_EQ(app.version().size(), 12u);
+  EXPECT_NE(page->body.find("\"/app/" + app.version() + "/main.js\""), std::string::npos);
+  EXPECT_EQ(page->body.find("\"/app/main.js\""), std::string::npos);  // every asset reference was versioned
+  EXPECT_EQ(page->body.find("<script>"), std::string::npos);          // no inline script
+  EXPECT_EQ(page->body.find("<style"), std::string::npos);            // no inline style
+  EXPECT_EQ(page->body.find(" style="), std::string::npos);
+}
+
+TEST(WebApp, AssetsAreCachedAndRevalidated) {
+  const api::WebApp app;
+  const auto versioned = app.answer("/app/" + app.version() + "/main.js", "");
+  ASSERT_TRUE(versioned);
+  EXPECT_EQ(versioned->status, 200);
+  EXPECT_EQ(versioned->content_type, "text/javascript; charset=utf-8");
+  EXPECT_EQ(header_of(*versioned, "Cache-Control"), "public, max-age=31536000, immutable");
+  EXPECT_EQ(header_of(*versioned, "X-Content-Type-Options"), "nosniff");
+  const auto etag = header_of(*versioned, "ETag");
+  EXPECT_EQ(etag.size(), 18u) << etag;  // a quoted 64-bit fingerprint
+
+  const auto plain = app.answer("/app/main.js", "");
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->body, versioned->body);
+  EXPECT_EQ(header_of(*plain, "Cache-Control"), "public, max-age=3600");
+  EXPECT_EQ(header_of(*plain, "ETag"), etag);
+  const auto again = app.answer("/app/main.js", etag);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 304);
+  EXPECT_TRUE(again->body.empty());
+  EXPECT_EQ(app.answer("/app/main.js", "\"other\"")->status, 200);
+
+  const auto css = app.answer("/app/style.css", "");
+  ASSERT_TRUE(css);
+  EXPECT_EQ(css->content_type, "text/css; charset=utf-8");
+  for (const char* none :
+       {"/app/0123456789ab/main.js", "/app/nothing.js", "/app/index.html", "/index.html", "/docs", "/app/", "/app"})
+    EXPECT_FALSE(app.answer(none, "")) << none;
 }
