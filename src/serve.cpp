@@ -130,6 +130,9 @@ int run_serve(const std::string& env_file, const std::string& role, const std::s
   // be between its write and its commit, so only old files are considered there unless the operator knows
   // better (ORPHAN_SWEEP_MIN_AGE_SECONDS, e.g. 0 for a single process).
   if (serves_http) {
+    // Upload keys this instance's previous life was handling when it died: nothing of theirs was committed.
+    if (const int n = db::IdempotencyRepository(*db).release_owned(settings.instance_id))
+      spdlog::info("idempotency: freed {} key(s) left in flight by this instance's previous run", n);
     db::JobRepository jobs(*db);
     const int min_age_s = settings.orphan_sweep_min_age_s >= 0   ? settings.orphan_sweep_min_age_s
                           : db->backend() == db::Backend::Sqlite ? 0

@@ -11,6 +11,7 @@ CREATE TABLE idempotency_keys (
   user_id     TEXT   NOT NULL REFERENCES users (id) ON DELETE CASCADE,
   idem_key    TEXT   NOT NULL,
   fingerprint TEXT   NOT NULL,  -- of the request: route, fields and files
+  owner       TEXT   NOT NULL,  -- INSTANCE_ID of the process handling the first request
   status      INTEGER,          -- NULL while the first request is being handled
   body        TEXT,
   created_at  BIGINT NOT NULL,

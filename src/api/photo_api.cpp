@@ -191,7 +191,8 @@ Response PhotoApi::once(const std::string& user_id, std::optional<std::string_vi
   db::IdempotencyRepository keys(ctx_.db);
   // A key still "in flight" after this long belonged to a process that died before committing anything.
   const auto stale_before = now - 2000ll * std::max(30, ctx_.settings.handle_timeout_s);
-  if (const auto seen = keys.claim(user_id, k, fingerprint, now, now - kIdempotencyRetentionMs, stale_before)) {
+  if (const auto seen = keys.claim(user_id, k, fingerprint, ctx_.settings.instance_id, now,
+                                   now - kIdempotencyRetentionMs, stale_before)) {
     if (seen->fingerprint != fingerprint)
       throw ApiError(422, "This Idempotency-Key was already used with a different request; use a new key");
     if (!seen->status)

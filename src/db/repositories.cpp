@@ -112,12 +112,13 @@ constexpr const char* kPhotoFailed =
 // PostgreSQL: delivered with the transaction's COMMIT to every process's listener (db/notifications.h).
 constexpr const char* kNotifyPhoto = "SELECT pg_notify('petcam_photos', :payload)";
 constexpr const char* kClaimKey =
-    "INSERT INTO idempotency_keys (user_id, idem_key, fingerprint, created_at) VALUES (:user_id, :idem_key,"
-    " :fingerprint, :created_at) ON CONFLICT (user_id, idem_key) DO NOTHING RETURNING created_at";
+    "INSERT INTO idempotency_keys (user_id, idem_key, fingerprint, owner, created_at) VALUES (:user_id, :idem_key,"
+    " :fingerprint, :owner, :created_at) ON CONFLICT (user_id, idem_key) DO NOTHING RETURNING created_at";
 constexpr const char* kFindKey =
     "SELECT fingerprint, status, body, created_at FROM idempotency_keys WHERE user_id = :user_id AND idem_key = :k";
 constexpr const char* kReplaceExpiredKey =
-    "UPDATE idempotency_keys SET fingerprint = :fingerprint, status = NULL, body = NULL, created_at = :now"
+    "UPDATE idempotency_keys SET fingerprint = :fingerprint, owner = :owner, status = NULL, body = NULL,"
+    " created_at = :now"
     " WHERE user_id = :user_id AND idem_key = :k"
     " AND (created_at < :expired_before OR (status IS NULL AND created_at < :stale_before)) RETURNING created_at";
 constexpr const char* kFinishKey =
@@ -125,6 +126,7 @@ constexpr const char* kFinishKey =
 constexpr const char* kReleaseKey =
     "DELETE FROM idempotency_keys WHERE user_id = :user_id AND idem_key = :k AND status IS NULL";
 constexpr const char* kSweepKeys = "DELETE FROM idempotency_keys WHERE created_at < :expired_before";
+constexpr const char* kReleaseOwnedKeys = "DELETE FROM idempotency_keys WHERE owner = :owner AND status IS NULL";
 // A NULL owner pattern matches nothing, so an empty prefix recovers only expired leases.
 constexpr const char* kRecoverJobs =
     "UPDATE jobs SET"
@@ -745,18 +747,19 @@ std::vector<JobRepository::DurationHistogram> JobRepository::durations(const std
 // ---- idempotency keys ----
 
 std::optional<IdempotencyRecord> IdempotencyRepository::claim(const std::string& user_id, const std::string& key,
-                                                              const std::string& fingerprint, std::int64_t now_ms,
-                                                              std::int64_t expired_before_ms,
+                                                              const std::string& fingerprint, const std::string& owner,
+                                                              std::int64_t now_ms, std::int64_t expired_before_ms,
                                                               std::int64_t stale_before_ms) {
   const long long now = now_ms, expired_before = expired_before_ms, stale_before = stale_before_ms;
   std::optional<IdempotencyRecord> existing;
   db_.transaction([&](soci::session& s) {
     existing.reset();
     long long created = 0;
-    s << kClaimKey, soci::use(user_id), soci::use(key), soci::use(fingerprint), soci::use(now), soci::into(created);
+    s << kClaimKey, soci::use(user_id), soci::use(key), soci::use(fingerprint), soci::use(owner), soci::use(now),
+        soci::into(created);
     if (s.got_data()) return;  // ours now
-    s << kReplaceExpiredKey, soci::use(fingerprint), soci::use(now), soci::use(user_id), soci::use(key),
-        soci::use(expired_before), soci::use(stale_before), soci::into(created);
+    s << kReplaceExpiredKey, soci::use(fingerprint), soci::use(owner), soci::use(now), soci::use(user_id),
+        soci::use(key), soci::use(expired_before), soci::use(stale_before), soci::into(created);
     if (s.got_data()) return;  // an expired record, taken over
     IdempotencyRecord r;
     int status = 0;
@@ -781,6 +784,14 @@ void IdempotencyRepository::finish(const std::string& user_id, const std::string
 
 void IdempotencyRepository::release(const std::string& user_id, const std::string& key) {
   internal::with_session(db_, true, [&](soci::session& s) { s << kReleaseKey, soci::use(user_id), soci::use(key); });
+}
+
+int IdempotencyRepository::release_owned(const std::string& owner) {
+  return internal::with_session(db_, true, [&](soci::session& s) {
+    soci::statement st = (s.prepare << kReleaseOwnedKeys, soci::use(owner));
+    st.execute(true);
+    return static_cast<int>(st.get_affected_rows());
+  });
 }
 
 int IdempotencyRepository::sweep(std::int64_t expired_before_ms) {

@@ -76,12 +76,15 @@ class IdempotencyRepository {
   // Claims the key for this request (nullopt), or gives the record already there. Records older than
   // `expired_before_ms`, and in-flight ones older than `stale_before_ms` (their process died before it
   // committed anything), count as absent and are taken over.
+  // `owner`: this process's INSTANCE_ID, so that its next life frees what it left in flight.
   std::optional<IdempotencyRecord> claim(const std::string& user_id, const std::string& key,
-                                         const std::string& fingerprint, std::int64_t now_ms,
+                                         const std::string& fingerprint, const std::string& owner, std::int64_t now_ms,
                                          std::int64_t expired_before_ms, std::int64_t stale_before_ms);
   void finish(const std::string& user_id, const std::string& key, int status, const std::string& body);
   void release(const std::string& user_id, const std::string& key);  // the request failed: the key is free again
   int sweep(std::int64_t expired_before_ms);                         // removes expired records; returns how many
+  // At start: the keys a previous life of this instance left in flight (it died before committing) are free.
+  int release_owned(const std::string& owner);
 
  private:
   Database& db_;

@@ -16,13 +16,15 @@ and Idempotency-Key on uploads.  (The account routes are tested elsewhere.)
 import json
 import os
 import socket
+import sqlite3
+import subprocess
 import threading
 import time
 import uuid
 
 import pytest
 
-from conftest import (ISO_UTC_RE, PHOTO_KEYS, UUID_RE, assert_422, assert_detail, encode_jpeg, jpeg,
+from conftest import (ISO_UTC_RE, PG_BIN, PHOTO_KEYS, UUID_RE, assert_422, assert_detail, encode_jpeg, jpeg,
                       logged_in_client, patch_jpeg_dimensions, photo_image, session_from, wait_until)
 
 JOB_KEYS = {"progress", "error", "started_at", "completed_at"}
@@ -277,6 +279,7 @@ def test_progress_rises_to_one(start_server):
     span = processing[-1][0] - processing[0][0]
     assert len(between) <= span / 0.25 + 2, f"{len(between)} progress values in {span:.2f} s: {between}"
 
+    print(f"\nprogress while processing ({span:.2f} s, {len(processing)} polls): {between}")
     assert iso_ms(final["created_at"]) <= iso_ms(final["started_at"]) <= iso_ms(final["completed_at"]), final
     statuses = [e["status"] for _, e in seen]
     assert statuses[0] in ("queued", "processing"), statuses
@@ -370,7 +373,8 @@ def test_events_follow_a_photo_and_nobody_else_sees_it(start_server):
     r = alice.delete(f"/photos/{followed}")
     assert r.status_code == 200, r.text
     mine.wait(lambda: mine.messages("deleted"), 10, "the deleted event")
-    time.sleep(1.5)  # a keep-alive or two more on both streams
+    for s, who in ((mine, "alice"), (theirs, "bob")):  # a fast job can be over before a third keep-alive
+        s.wait(lambda s=s: len(s.comments("keep-alive")) >= 3, 10, f"three keep-alives on {who}'s stream")
 
     events = mine.photo_events(followed)
     statuses = statuses_in_order(events)
@@ -935,3 +939,65 @@ def test_rate_limited_upload_does_not_use_up_its_key(start_server):
     assert again.content == ok.content
     ids = [p["id"] for p in c.photos()]
     assert ok.json()["id"] in ids and ids.count(ok.json()["id"]) == 1
+
+
+def key_status(server, user_id, k):
+    """The key's record straight from the database: None (no record), 'in flight' or its stored status."""
+    sql = f"SELECT coalesce(status, -1) FROM idempotency_keys WHERE user_id = '{user_id}' AND idem_key = '{k}'"
+    if server.database_url is None:
+        db = sqlite3.connect(f"file:{server.path('petcam.db')}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = [r[0] for r in db.execute(sql)]
+        finally:
+            db.close()
+    else:
+        out = subprocess.run([os.path.join(PG_BIN, "psql"), server.database_url, "-At", "-c", sql], check=True,
+                             capture_output=True, text=True, timeout=30).stdout
+        rows = [int(v) for v in out.split()]
+    if not rows:
+        return None
+    return "in flight" if rows[0] == -1 else rows[0]
+
+
+def test_key_of_a_request_cut_by_a_crash_is_free_after_the_restart(start_server):
+    """kill -9 while the first request with a key is being handled (its record says so, nothing is committed):
+    after the restart nobody handles it any more, so a retry is not told 409 for minutes; it is handled, once."""
+    server = start_server()
+    c = logged_in_client(server)
+    big = encode_jpeg(photo_image(3000, 2250, "coffee"), quality=92)
+    shots = [("files", f"shot{i}.jpg", big) for i in range(8)]
+    caught = None
+    for attempt in range(5):
+        k = key()
+        sock = connect(c)
+        sock.sendall(raw_post(c, "/bestcut", shots, k))
+        deadline = time.monotonic() + 10
+        state = None
+        while time.monotonic() < deadline:
+            state = key_status(server, c.user_id, k)
+            if state is not None:
+                break
+            time.sleep(0.005)
+        if state == "in flight":
+            server.kill()
+            sock.close()
+            caught = k
+            break
+        sock.close()  # handled before it was seen in flight: another try
+    if caught is None:
+        pytest.skip("the key was never seen in flight before its request finished")
+    server.restart()
+    assert c.photos() == [], "a photo from the request cut off by the kill"
+    t0 = time.monotonic()
+    while True:
+        r = bestcut(c, [big] * 8, key=caught)
+        if r.status_code != 409 or time.monotonic() - t0 > 10:
+            break
+        time.sleep(1)
+    assert r.status_code == 200, (
+        f"{r.status_code} {r.text} {time.monotonic() - t0:.0f} s after the restart: the key of a request that died "
+        f"with the process stays 'in flight'")
+    assert "Idempotent-Replayed" not in r.headers, r.headers
+    assert [p["id"] for p in c.photos()] == [r.json()["id"]]
+    again = bestcut(c, [big] * 8, key=caught)
+    assert again.status_code == 200 and again.headers.get("Idempotent-Replayed") == "true", again.headers

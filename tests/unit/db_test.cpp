@@ -398,15 +398,15 @@ TEST_P(DbTest, IdempotencyKeysClaimReplayExpireAndSweep) {
   const auto alice = add_user("alice"), bob = add_user("bob");
   db::IdempotencyRepository keys(*db_);
   const auto day = 24ll * 3600 * 1000;
-  EXPECT_FALSE(keys.claim(alice.id, "k", "fp1", kT0, kT0 - day, kT0 - 120'000));  // ours
-  auto seen = keys.claim(alice.id, "k", "fp1", kT0 + 1, kT0 + 1 - day, kT0 - 120'000);
+  EXPECT_FALSE(keys.claim(alice.id, "k", "fp1", "i1", kT0, kT0 - day, kT0 - 120'000));  // ours
+  auto seen = keys.claim(alice.id, "k", "fp1", "i1", kT0 + 1, kT0 + 1 - day, kT0 - 120'000);
   ASSERT_TRUE(seen);  // in flight
   EXPECT_EQ(seen->fingerprint, "fp1");
   EXPECT_FALSE(seen->status);
-  EXPECT_FALSE(keys.claim(bob.id, "k", "fp9", kT0, kT0 - day, kT0 - 120'000));  // another user: another key
+  EXPECT_FALSE(keys.claim(bob.id, "k", "fp9", "i1", kT0, kT0 - day, kT0 - 120'000));  // another user: another key
 
   keys.finish(alice.id, "k", 200, R"({"id":"x"})");
-  seen = keys.claim(alice.id, "k", "fp2", kT0 + 2, kT0 + 2 - day, kT0 - 120'000);
+  seen = keys.claim(alice.id, "k", "fp2", "i1", kT0 + 2, kT0 + 2 - day, kT0 - 120'000);
   ASSERT_TRUE(seen);
   EXPECT_EQ(seen->status, 200);
   EXPECT_EQ(seen->body, R"({"id":"x"})");
@@ -414,12 +414,19 @@ TEST_P(DbTest, IdempotencyKeysClaimReplayExpireAndSweep) {
 
   // Released (the request failed): free again. A stale in-flight record: taken over.
   keys.release(bob.id, "k");
-  EXPECT_FALSE(keys.claim(bob.id, "k", "fp9", kT0 + 3, kT0 + 3 - day, kT0 - 120'000));
-  EXPECT_FALSE(keys.claim(bob.id, "k", "fp8", kT0 + 200'000, kT0 - day, kT0 + 200'000 - 120'000));
+  EXPECT_FALSE(keys.claim(bob.id, "k", "fp9", "i1", kT0 + 3, kT0 + 3 - day, kT0 - 120'000));
+  EXPECT_FALSE(keys.claim(bob.id, "k", "fp8", "i1", kT0 + 200'000, kT0 - day, kT0 + 200'000 - 120'000));
   // Past the retention the finished record counts as absent; the sweep removes what is old.
-  EXPECT_FALSE(keys.claim(alice.id, "k", "fp3", kT0 + day + 10, kT0 + 10, kT0 - 120'000));
-  EXPECT_EQ(keys.sweep(kT0 + 100'000), 0);
-  EXPECT_EQ(keys.sweep(kT0 + day + 11), 2);
+  EXPECT_FALSE(keys.claim(alice.id, "k", "fp3", "i1", kT0 + day + 10, kT0 + 10, kT0 - 120'000));
+  // A restart of the instance that held a key in flight frees it; finished ones stay.
+  EXPECT_FALSE(keys.claim(bob.id, "k2", "fp7", "i2", kT0 + 4, kT0 + 4 - day, kT0 - 120'000));
+  EXPECT_EQ(keys.release_owned("i2"), 1);
+  EXPECT_FALSE(keys.claim(bob.id, "k2", "fp7", "i3", kT0 + 5, kT0 + 5 - day, kT0 - 120'000));
+  keys.finish(bob.id, "k2", 200, "{}");
+  EXPECT_EQ(keys.release_owned("i3"), 0);   // finished: kept
+  EXPECT_EQ(keys.release_owned("i1"), 2);   // alice's and bob's "k", both still in flight under i1
+  EXPECT_EQ(keys.sweep(kT0 + 100'000), 1);  // bob's k2, created at kT0 + 5
+  EXPECT_EQ(keys.sweep(kT0 + day + 11), 0);
 }
 
 // Version 2's photo fields travel from the upload through the claim to the completed row, in every read path.
