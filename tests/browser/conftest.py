@@ -53,7 +53,7 @@ def running_server(extra_env=None):
 
     def server_log():
         with open(log_path, "rb") as f:
-            return f.read().decode(errors="replace")[-4000:]
+            return f.read().decode(errors="replace")[-8000:]
 
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -68,6 +68,8 @@ def running_server(extra_env=None):
             time.sleep(0.2)
         yield base
     finally:
+        # A server that exited on its own (a crash, a sanitizer report) fails the module with its log.
+        died = None if proc.poll() is None else f"server exited with {proc.returncode} during the tests:\n{server_log()}"
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -77,6 +79,8 @@ def running_server(extra_env=None):
                 proc.wait()
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
+    if died:
+        raise AssertionError(died)
 
 
 @pytest.fixture(scope="module")
