@@ -374,10 +374,10 @@ class TorchUpscaler final : public Upscaler {
 
 // Native where it was measured faster than libtorch (README, "CPU engine"); forced with Engine::Native.
 // Tiles are a libtorch notion: asking for tiles (tile > 0 or a tile_pad) under auto keeps libtorch.
-bool use_native(const Params& p, const Network& net, Precision precision, int threads) {
+bool use_native(const Params& p, const Network& net, Precision precision) {
   if (p.engine == Engine::Libtorch) return false;
 #if !PETCAM_NATIVE_ENGINE
-  (void)net, (void)precision, (void)threads;
+  (void)net, (void)precision;
   if (p.engine == Engine::Native) throw DeviceError("this build has no native engine (built without oneDNN)");
   return false;
 #else
@@ -387,12 +387,11 @@ bool use_native(const Params& p, const Network& net, Precision precision, int th
     return true;
   }
   if (p.tile > 0 || p.tile_pad >= 0 || p.pre_pad > 0) return false;
-  // Measured only on an AVX-512 Xeon (Sapphire Rapids, 2 shared cores): faster there in fp32 with one thread
-  // (0.37-0.54x libtorch and PyTorch). With two threads on the loaded machine its barrier per layer and strip
-  // made it slower than libtorch's tiles, and its bf16 is slower than libtorch's AMX convolutions; AVX2
-  // machines are not measured. So auto keeps libtorch everywhere else.
-  if (!native::supports(net) || native::detect_isa() != native::Isa::Avx512) return false;
-  return precision == Precision::Fp32 && threads == 1;
+  // fp32 on AVX-512 or AVX2+FMA: 0.30-0.57x plain PyTorch's time on 2 threads of a Sapphire Rapids Xeon,
+  // 0.38-0.54x with both capped to AVX2 there (bench/results/engine.txt). bf16 keeps libtorch: its AMX
+  // convolutions beat our bf16 matmuls. SSE2-only CPUs keep libtorch too (not measured).
+  if (!native::supports(net) || native::detect_isa() == native::Isa::Generic) return false;
+  return precision == Precision::Fp32;
 #endif
 }
 
@@ -434,7 +433,7 @@ std::unique_ptr<Upscaler> Upscaler::load(const Params& params) {
     throw ModelError(params.model_path + ": " + e.what_without_backtrace());
   }
 #if PETCAM_NATIVE_ENGINE
-  if (!cuda && use_native(params, *net, precision, std::max(1, threads))) {
+  if (!cuda && use_native(params, *net, precision)) {
     try {
       return native::make_upscaler(std::move(net), precision, threads, params.strip_rows);
     } catch (const ModelError&) {
@@ -445,7 +444,7 @@ std::unique_ptr<Upscaler> Upscaler::load(const Params& params) {
     }
   }
 #else
-  use_native(params, *net, precision, std::max(1, threads));  // throws for Engine::Native
+  use_native(params, *net, precision);  // throws for Engine::Native
 #endif
   try {
     return std::make_unique<TorchUpscaler>(std::move(net), std::move(fallback), params, device, precision);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -279,6 +280,22 @@ TEST(NativeEngine, StripsEqualWholeImageLibtorchForBothNetworks) {
   }
 }
 
+// The Winograd transforms are built for AVX-512, AVX2 and SSE2 and picked per CPU: every one this CPU can run
+// (PETCAM_CPU_ISA lowers the pick) must give the whole-image result, on two threads.
+TEST(NativeEngine, EveryInstructionSetThisCpuRunsGivesTheSameResult) {
+  const cv::Mat in = photo_crop(petcam::test::kChelsea, 37, 29);
+  const cv::Mat ref = run(*load_engine(model("x4fast"), up::Engine::Libtorch, up::Precision::Fp32), in);
+  for (const char* isa : {"", "avx2", "sse2"}) {
+    ::setenv("PETCAM_CPU_ISA", isa, 1);
+    auto u = load_engine(model("x4fast"), up::Engine::Native, up::Precision::Fp32, 8);
+    ::unsetenv("PETCAM_CPU_ISA");
+    if (*isa) {
+      EXPECT_NE(u->engine().find(std::string(" ") + isa + " transforms"), std::string::npos) << u->engine();
+    }
+    EXPECT_GE(psnr(run(*u, in), ref), 60.0) << u->engine();
+  }
+}
+
 TEST(NativeEngine, ProgressPerStripAndCancellation) {
   const cv::Mat in = photo_crop(petcam::test::kChelsea, 40, 33);
   auto u = load_engine(model("x4fast"), up::Engine::Native, up::Precision::Fp32, 8);
@@ -302,11 +319,16 @@ TEST(NativeEngine, ProgressPerStripAndCancellation) {
 TEST(NativeEngine, AutoPicksNativeOnlyWhereMeasuredAndNeverForTiles) {
   auto tiled = load(model("x4fast"), up::Precision::Fp32, 32);
   EXPECT_EQ(tiled->engine(), "libtorch");
-  // Two threads: measured slower than libtorch on the shared 2-core machine, so auto keeps libtorch.
+  // fp32 on two threads: native (measured faster with AVX-512 and AVX2); bf16: libtorch (AMX convolutions).
   up::Params two;
   two.model_path = model("x4fast");
   two.precision = up::Precision::Fp32;
   two.threads = 2;
+  EXPECT_EQ(up::Upscaler::load(two)->engine().rfind("native", 0), 0u);
+  ::setenv("PETCAM_CPU_ISA", "sse2", 1);
+  EXPECT_EQ(up::Upscaler::load(two)->engine(), "libtorch");
+  ::unsetenv("PETCAM_CPU_ISA");
+  two.precision = up::Precision::Bf16;
   EXPECT_EQ(up::Upscaler::load(two)->engine(), "libtorch");
   up::Params p;
   p.model_path = model("x4fast");

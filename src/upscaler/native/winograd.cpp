@@ -3,6 +3,7 @@
 #include <cpuid.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 namespace petcam::upscaler::native {
@@ -77,9 +78,16 @@ Isa detect_isa() {
   const bool avx2 = seven.ebx & bit_AVX2;
   const bool f = seven.ebx & bit_AVX512F, dq = seven.ebx & bit_AVX512DQ, bw = seven.ebx & bit_AVX512BW,
              vl = seven.ebx & bit_AVX512VL;
-  if (f && dq && bw && vl && fma && os_avx(true)) return Isa::Avx512;
-  if (avx2 && fma && os_avx(false)) return Isa::Avx2;
-  return Isa::Generic;
+  Isa isa = Isa::Generic;
+  if (f && dq && bw && vl && fma && os_avx(true))
+    isa = Isa::Avx512;
+  else if (avx2 && fma && os_avx(false))
+    isa = Isa::Avx2;
+  // PETCAM_CPU_ISA=avx2|sse2 lowers it (never raises it): to run an AVX2 machine's kernels on an AVX-512 one.
+  const char* cap = std::getenv("PETCAM_CPU_ISA");
+  if (cap && std::strcmp(cap, "avx2") == 0 && isa == Isa::Avx512) isa = Isa::Avx2;
+  if (cap && std::strcmp(cap, "sse2") == 0) isa = Isa::Generic;
+  return isa;
 }
 
 bool cpu_has_amx_bf16() {

@@ -19,7 +19,8 @@ enum Act { kActNone = 0, kActLeaky = 1, kActPrelu = 2 };
 
 enum class Isa { Generic, Avx2, Avx512 };
 const char* to_string(Isa isa);
-Isa detect_isa();  // cpuid + xgetbv: AVX-512F/BW/DQ/VL, else AVX2+FMA, else SSE2
+// cpuid + xgetbv: AVX-512F/BW/DQ/VL, else AVX2+FMA, else SSE2; PETCAM_CPU_ISA=avx2|sse2 lowers it.
+Isa detect_isa();
 bool cpu_has_amx_bf16();
 bool cpu_has_avx512_bf16();
 
