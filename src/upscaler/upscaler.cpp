@@ -395,6 +395,58 @@ bool use_native(const Params& p, const Network& net, Precision precision) {
 #endif
 }
 
+#if PETCAM_NATIVE_ENGINE
+// What one image may take on the native engine: its rows (working_bytes) and the 4x result. Above it the image
+// goes to libtorch's tiles. Measured peaks (README, "CPU engine"): x4fast native at 12 MP (341 MiB of rows at
+// 4000 px wide) 1.09 GiB; x4plus native up to ~1280 px wide (1165 MiB of rows for 1280x720, as its skip
+// connections hold many rows; 1.65 GiB peak), tiles above.
+constexpr std::size_t kNativeBudgetBytes = std::size_t{1280} << 20;
+
+// Engine::Auto on the CPU: native for every image that fits kNativeBudgetBytes, libtorch's tiles (loaded on the
+// first image that does not, then kept) for the others. Reports the native engine's names.
+class AutoCpuUpscaler final : public Upscaler {
+ public:
+  AutoCpuUpscaler(std::unique_ptr<native::NativeUpscaler> native, Params params, Precision precision)
+      : native_(std::move(native)), params_(std::move(params)), precision_(precision) {}
+
+  int scale() const override { return native_->scale(); }
+  Precision precision() const override { return native_->precision(); }
+  Device device() const override { return native_->device(); }
+  int fp32_redos() const override { return native_->fp32_redos(); }
+  std::string architecture() const override { return native_->architecture(); }
+  std::string engine() const override { return native_->engine(); }
+  int tile() const override { return native_->tile(); }
+  int tile_pad() const override { return native_->tile_pad(); }
+  std::int64_t macs_per_input_pixel() const override { return native_->macs_per_input_pixel(); }
+  int tile_count(int width, int height) const override {
+    return fits(width, height) ? native_->tile_count(width, height) : tiles().tile_count(width, height);
+  }
+  void process(ConstImageView in, ImageView out, const Progress& progress) override {
+    if (fits(in.width, in.height))
+      native_->process(in, out, progress);
+    else
+      tiles().process(in, out, progress);
+  }
+
+ private:
+  bool fits(int width, int height) const {
+    const auto result = std::size_t{16} * 3 * static_cast<std::size_t>(width) * static_cast<std::size_t>(height);
+    return native_->working_bytes(width, height) + result <= kNativeBudgetBytes;
+  }
+  Upscaler& tiles() const {
+    if (!tiles_)
+      tiles_ = std::make_unique<TorchUpscaler>(load_network(params_.model_path), nullptr, params_,
+                                               Device{DeviceKind::Cpu, -1}, precision_);
+    return *tiles_;
+  }
+
+  std::unique_ptr<native::NativeUpscaler> native_;
+  const Params params_;
+  const Precision precision_;
+  mutable std::unique_ptr<Upscaler> tiles_;
+};
+#endif
+
 }  // namespace
 
 int cuda_device_count() {
@@ -435,7 +487,9 @@ std::unique_ptr<Upscaler> Upscaler::load(const Params& params) {
 #if PETCAM_NATIVE_ENGINE
   if (!cuda && use_native(params, *net, precision)) {
     try {
-      return native::make_upscaler(std::move(net), precision, threads, params.strip_rows);
+      auto engine = native::make_upscaler(std::move(net), precision, threads, params.strip_rows);
+      if (params.engine == Engine::Native) return engine;
+      return std::make_unique<AutoCpuUpscaler>(std::move(engine), params, precision);
     } catch (const ModelError&) {
       throw;
     } catch (const std::exception& e) {

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "test_photos.h"
+#include "upscaler/native/engine.h"
 #include "upscaler/weights.h"
 
 namespace fs = std::filesystem;
@@ -294,6 +295,27 @@ TEST(NativeEngine, EveryInstructionSetThisCpuRunsGivesTheSameResult) {
     }
     EXPECT_GE(psnr(run(*u, in), ref), 60.0) << u->engine();
   }
+}
+
+// The rows each tensor holds are planned from the schedule: they grow with the width, hardly with the height,
+// and RRDBNet's skip connections hold many (why auto sends wide RRDBNet images to libtorch's tiles).
+TEST(NativeEngine, PlansTheRowsItHolds) {
+  auto fast = up::native::make_upscaler(up::load_network(model("x4fast")), up::Precision::Fp32, 2);
+  auto plus = up::native::make_upscaler(up::load_network(model("x4plus")), up::Precision::Fp32, 2);
+  const auto mib = [](std::size_t b) { return static_cast<double>(b) / (1 << 20); };
+  const auto f_narrow = fast->working_bytes(256, 256), f_wide = fast->working_bytes(4000, 64),
+             f_12mp = fast->working_bytes(4000, 3000), p_720 = plus->working_bytes(1280, 720),
+             p_12mp = plus->working_bytes(4000, 3000);
+  std::printf("working MiB: x4fast 256x256 %.0f, 4000x64 %.0f, 4000x3000 %.0f; x4plus 1280x720 %.0f, 4000x3000 %.0f\n",
+              mib(f_narrow), mib(f_wide), mib(f_12mp), mib(p_720), mib(p_12mp));
+  EXPECT_LT(f_narrow, f_wide);
+  EXPECT_LT(f_12mp, f_wide * 3 / 2);
+  EXPECT_GT(p_12mp, f_12mp * 4);
+  EXPECT_EQ(fast->working_bytes(0, 10), 0u);
+  // Planning leaves the engine as it was: the next image runs right.
+  const cv::Mat in = photo_crop(petcam::test::kChelsea, 30, 21);
+  EXPECT_GE(psnr(run(*fast, in), run(*load_engine(model("x4fast"), up::Engine::Libtorch, up::Precision::Fp32), in)),
+            60.0);
 }
 
 TEST(NativeEngine, ProgressPerStripAndCancellation) {

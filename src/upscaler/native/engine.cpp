@@ -70,12 +70,16 @@ struct Buf {
   int C = 0, H = 0, W = 0, Wp = 0;
   int base = 0, avail = 0, cap = 0;
   std::vector<float> data;
+  bool planning = false;  // only count the rows reserve() is asked for, in `peak`
+  int peak = 0;
 
-  void init(int c, int h, int w) {
+  // rows > 0: the ring's size, planned (no growth while running).
+  void init(int c, int h, int w, int rows = 0) {
     C = c, H = h, W = w;
     Wp = (w + kTileOut - 1) / kTileOut * kTileOut + 2;
-    base = avail = cap = 0;
-    data.clear();
+    base = avail = peak = 0;
+    cap = rows;
+    data.assign(static_cast<std::size_t>(rows) * row_floats(), 0.0f);
   }
   std::size_t row_floats() const { return static_cast<std::size_t>(Wp) * C; }
   float* row(int r) { return data.data() + static_cast<std::size_t>(r % cap) * row_floats(); }
@@ -83,6 +87,10 @@ struct Buf {
   // Room for rows [base, upto).
   void reserve(int upto) {
     const int need = upto - base;
+    if (planning) {
+      peak = std::max(peak, need);
+      return;
+    }
     if (need <= cap) return;
     const int ncap = std::max(need, cap + cap / 2);
     std::vector<float> next(static_cast<std::size_t>(ncap) * row_floats(), 0.0f);
@@ -126,7 +134,7 @@ struct Matmul {
   dnnl::memory::desc src, dst, wei, scratch;
 };
 
-class Engine final : public Upscaler {
+class Engine final : public NativeUpscaler {
  public:
   Engine(std::shared_ptr<Network> net, Precision precision, int threads, int strip_rows)
       : net_(std::move(net)),
@@ -353,22 +361,62 @@ class Engine final : public Upscaler {
     for (auto& t : scratch_) std::vector<char>().swap(t);
   }
 
+  // Each tensor's ring size for a W x H image: the schedule run without computing anything.
+  std::vector<int> plan(int W, int H) {
+    for (std::size_t t = 0; t < bufs_.size(); ++t) {
+      bufs_[t].init(chan_[t], H * res_[t], W * res_[t]);
+      bufs_[t].planning = true;
+    }
+    planning_ = true;
+    drive({nullptr, W, H, 0}, {nullptr, 4 * W, 4 * H, 0}, nullptr);
+    planning_ = false;
+    std::vector<int> rows(bufs_.size());
+    for (std::size_t t = 0; t < bufs_.size(); ++t) {
+      rows[t] = bufs_[t].peak;
+      bufs_[t].planning = false;
+      bufs_[t].init(0, 0, 0);
+    }
+    return rows;
+  }
+
+  // Per thread: V (36 x T x Kmax), M (36 x T x Nmax), oneDNN's scratchpad and room to align the three.
+  std::size_t scratch_bytes_per_thread() const {
+    int kmax = 0, nmax = 0;
+    for (const auto& m : mms_) kmax = std::max(kmax, m.K), nmax = std::max(nmax, m.N);
+    return static_cast<std::size_t>(kPoints) * kChunkTiles * kmax * (bf16_ ? 2 : 4) +
+           static_cast<std::size_t>(kPoints) * kChunkTiles * nmax * 4 + scratch_bytes_ + 3 * 64;
+  }
+
+ public:
+  std::size_t working_bytes(int width, int height) override {
+    if (width <= 0 || height <= 0) return 0;
+    const auto rows = plan(width, height);
+    std::size_t total = scratch_bytes_per_thread() * threads_;
+    for (std::size_t t = 0; t < bufs_.size(); ++t) {
+      Buf b;
+      b.init(chan_[t], 0, width * res_[t]);
+      total += static_cast<std::size_t>(rows[t]) * b.row_floats() * sizeof(float);
+    }
+    return total;
+  }
+
+ private:
   void run(ConstImageView in, ImageView out, const Progress& progress) {
     const int H = in.height, W = in.width;
-    for (std::size_t t = 0; t < bufs_.size(); ++t) bufs_[t].init(chan_[t], H * res_[t], W * res_[t]);
+    const auto rows = plan(W, H);
+    for (std::size_t t = 0; t < bufs_.size(); ++t) bufs_[t].init(chan_[t], H * res_[t], W * res_[t], rows[t]);
     std::size_t zero = 0;
     for (const auto& b : bufs_) zero = std::max(zero, b.row_floats());
     zero_.assign(zero, 0.0f);
-    // Per thread: V (36 x T x Kmax), M (36 x T x Nmax) and oneDNN's scratchpad.
-    int kmax = 0, nmax = 0;
-    for (const auto& m : mms_) kmax = std::max(kmax, m.K), nmax = std::max(nmax, m.N);
-    const std::size_t vbytes = static_cast<std::size_t>(kPoints) * kChunkTiles * kmax * (bf16_ ? 2 : 4);
-    const std::size_t mbytes = static_cast<std::size_t>(kPoints) * kChunkTiles * nmax * 4;
-    const int threads = threads_;
-    scratch_.resize(threads);
-    while (static_cast<int>(streams_.size()) < threads) streams_.emplace_back(eng_);
-    for (auto& s : scratch_) s.assign(vbytes + mbytes + scratch_bytes_ + 3 * 64, 0);
+    scratch_.resize(threads_);
+    while (static_cast<int>(streams_.size()) < threads_) streams_.emplace_back(eng_);
+    for (auto& s : scratch_) s.assign(scratch_bytes_per_thread(), 0);
+    drive(in, out, progress);
+  }
 
+  // The strips through the whole network (planning_: only the rows each tensor holds).
+  void drive(ConstImageView in, ImageView out, const Progress& progress) {
+    const int H = in.height, W = in.width;
     const int S = strip_for(W);
     const int total = (H + S - 1) / S;
     int fed = 0, written = 0, reported = 0;
@@ -386,7 +434,7 @@ class Engine final : public Upscaler {
       }
       const int done = bufs_[final_].avail / res_[final_];
       if (done > written) {
-        write(in, out, written, done);
+        if (!planning_) write(in, out, written, done);
         written = done;
       }
       trim(written);
@@ -401,6 +449,7 @@ class Engine final : public Upscaler {
   void feed(ConstImageView in, int y0, int y1) {
     Buf& b = bufs_[input_];
     b.reserve(y1);
+    if (planning_) y0 = y1;
     for (int y = y0; y < y1; ++y) {
       const std::uint8_t* src = in.data + in.stride * static_cast<std::size_t>(y);
       float* dst = b.pixels(y);
@@ -418,6 +467,10 @@ class Engine final : public Upscaler {
     target = std::min(target, dst.avail + S * res_[u.out]);
     if (target <= dst.avail) return;
     dst.reserve(target);
+    if (planning_) {
+      dst.avail = target;
+      return;
+    }
     const std::size_t px = static_cast<std::size_t>(dst.C) * sizeof(float);
     for (int r = dst.avail; r < target; ++r) {
       const float* s = src.pixels(r / 2);
@@ -442,6 +495,10 @@ class Engine final : public Upscaler {
     const int rows = target - o;
     const int n_ty = (rows + kTileOut - 1) / kTileOut, n_tx = (out.W + kTileOut - 1) / kTileOut;
     out.reserve(target);
+    if (planning_) {
+      out.avail = target;
+      return;
+    }
 
     InputJob ij;
     ij.nsrc = static_cast<int>(c.in.size());
@@ -581,6 +638,7 @@ class Engine final : public Upscaler {
   std::vector<int> res_, chan_;
   int input_ = -1, final_ = -1;
   std::vector<float> zero_;
+  bool planning_ = false;
   std::vector<std::vector<char>> scratch_;
   std::vector<dnnl::stream> streams_;
 };
@@ -594,8 +652,8 @@ bool supports(const Network& net) {
   return net.tail() == Tail::None && convs.size() >= 21 && (convs.size() - 6) % 15 == 0;
 }
 
-std::unique_ptr<Upscaler> make_upscaler(std::shared_ptr<Network> net, Precision precision, int threads,
-                                        int strip_rows) {
+std::unique_ptr<NativeUpscaler> make_upscaler(std::shared_ptr<Network> net, Precision precision, int threads,
+                                              int strip_rows) {
   if (!supports(*net)) throw ModelError("the native engine does not know the network " + net->describe());
   torch::NoGradGuard no_grad;
   return std::make_unique<Engine>(std::move(net), precision, threads, strip_rows);

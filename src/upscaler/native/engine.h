@@ -3,6 +3,7 @@
 // pixel is computed twice and the output equals whole-image inference. GEMMs through oneDNN's matmul.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 
@@ -14,8 +15,15 @@ namespace petcam::upscaler::native {
 // Whether the native engine can run `net` (one of the two architectures, built by load_network).
 bool supports(const Network& net);
 
+class NativeUpscaler : public Upscaler {
+ public:
+  // Bytes the engine holds to run a width x height image: each tensor's rows (planned from the schedule, exact)
+  // and the threads' scratch. Large for wide images through RRDBNet: skip connections keep many rows.
+  virtual std::size_t working_bytes(int width, int height) = 0;
+};
+
 // precision: Fp32 or Bf16. strip_rows <= 0: chosen from the image width.
-std::unique_ptr<Upscaler> make_upscaler(std::shared_ptr<Network> net, Precision precision, int threads,
-                                        int strip_rows = 0);
+std::unique_ptr<NativeUpscaler> make_upscaler(std::shared_ptr<Network> net, Precision precision, int threads,
+                                              int strip_rows = 0);
 
 }  // namespace petcam::upscaler::native
