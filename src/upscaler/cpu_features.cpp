@@ -1,5 +1,8 @@
 #include <cpuid.h>
 
+#include <cstdlib>
+#include <string_view>
+
 #include "upscaler/upscaler.h"
 
 namespace petcam::upscaler {
@@ -13,6 +16,10 @@ unsigned long long xgetbv0() {
 }  // namespace
 
 bool cpu_has_fast_bf16() {
+  // PETCAM_CPU_ISA=avx2|sse2: behave as a CPU without AVX-512 (native/winograd.h).
+  if (const char* cap = std::getenv("PETCAM_CPU_ISA");
+      cap && (std::string_view(cap) == "avx2" || std::string_view(cap) == "sse2"))
+    return false;
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & bit_OSXSAVE)) return false;
   // The OS must save opmask, ZMM and YMM state, or AVX-512 instructions fault.

@@ -144,6 +144,8 @@ class Engine final : public NativeUpscaler {
         threads_(std::max(1, threads)),
         strip_rows_(strip_rows),
         eng_(dnnl::engine::kind::cpu, 0) {
+    if (bf16_ && kernels_.isa != Isa::Avx512)
+      throw std::runtime_error("bf16 needs an AVX-512 CPU (oneDNN 2.6 has no bf16 matmul below it); use fp32");
     if (net_->tail() == Tail::PixelShuffleAddInput)
       build_srvgg();
     else
