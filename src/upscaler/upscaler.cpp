@@ -387,8 +387,8 @@ bool use_native(const Params& p, const Network& net, Precision precision) {
     return true;
   }
   if (p.tile > 0 || p.tile_pad >= 0 || p.pre_pad > 0) return false;
-  // fp32 on AVX-512 or AVX2+FMA: 0.30-0.57x plain PyTorch's time on 2 threads of a Sapphire Rapids Xeon,
-  // 0.38-0.54x with both capped to AVX2 there (bench/results/engine.txt). bf16 keeps libtorch: its AMX
+  // fp32 on AVX-512 or AVX2+FMA: 0.34-0.59x plain PyTorch's time on 2 threads of a Sapphire Rapids Xeon,
+  // 0.40-0.62x with both capped to AVX2 there (bench/results/engine.txt). bf16 keeps libtorch: its AMX
   // convolutions beat our bf16 matmuls. SSE2-only CPUs keep libtorch too (not measured).
   if (!native::supports(net) || native::detect_isa() == native::Isa::Generic) return false;
   return precision == Precision::Fp32;
