@@ -12,6 +12,7 @@ Examples (run with the Debian python that has torch):
   /usr/bin/python3 bench/bench_upscaler.py                       # full matrix: slow!
   /usr/bin/python3 bench/bench_upscaler.py --models x4fast --sizes 128 --photo none
   /usr/bin/python3 bench/bench_upscaler.py --json bench.json
+  bench/fetch-onnxruntime.sh && /usr/bin/python3 bench/bench_upscaler.py --precisions fp32 --onnx
 
 Inputs: --sizes N are NxN centre crops of skimage's astronaut.png (the
 reference's bench_input()); --photo is a real photo (retina.jpg, 1411x1411), centre-cropped to
@@ -37,6 +38,7 @@ REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REF_SCRIPT = os.path.join(REPO_ROOT, "tests", "reference", "realesrgan_ref.py")
 DEFAULT_OURS = os.path.join(REPO_ROOT, "build", "release", "bench", "upscaler_bench")
 DEFAULT_PHOTO = "/usr/lib/python3/dist-packages/skimage/data/retina.jpg"
+ORT_DIR = os.path.join(REPO_ROOT, "bench", "ort")  # onnxruntime-node, fetched by bench/fetch-onnxruntime.sh
 
 # Multiply-adds per input pixel for a x4 pass (convolutions only).
 MAC_PER_PIXEL = {"x4plus": 17_926_848, "x4fast": 1_209_024}
@@ -76,6 +78,9 @@ def parse_args(argv=None):
                     help="pass --tile N to our binary (default: its own default)")
     ap.add_argument("--ours-engine", default=None, choices=["auto", "native", "libtorch"],
                     help="pass --engine to our binary (default: its own default, auto)")
+    ap.add_argument("--onnx", action="store_true",
+                    help="also ONNX Runtime (fp32 rows): the models exported from the reference, each checked "
+                         "against PyTorch first; needs bench/fetch-onnxruntime.sh")
     ap.add_argument("--timeout", type=float, default=7200.0, help="seconds per run")
     ap.add_argument("--json", metavar="OUT", help="also save the rows as JSON")
     args = ap.parse_args(argv)
@@ -145,7 +150,7 @@ def bench_flags(case, args):
             "--repeat", str(repeat), "--warmup", str(warmup)], big
 
 
-IMPLS = ("ours", "pytorch", "pytorch_cl")
+IMPLS = ("ours", "pytorch", "pytorch_cl", "onnxruntime")
 
 
 def commands(case, args, ours_ok):
@@ -169,7 +174,42 @@ def commands(case, args, ours_ok):
         cmds["pytorch"] = ref
         if not args.no_channels_last:
             cmds["pytorch_cl"] = ref + ["--channels-last"]
+    onnx = args.onnx_models.get(case["model"]) if args.onnx else None
+    if onnx and case["precision"] == "fp32":
+        repeat, warmup = (1, 0) if big else (args.repeat, args.warmup)
+        cmds["onnxruntime"] = ["node", os.path.join(ORT_DIR, "bench_ort.mjs"), "--model", onnx, "--image",
+                               case["image"], "--threads", str(args.threads), "--repeat", str(repeat),
+                               "--warmup", str(warmup)]
     return cmds, notes, big
+
+
+def export_onnx(args, workdir):
+    """{model: .onnx path} for every model whose ONNX Runtime output equals PyTorch's on a real crop (>= 60 dB)."""
+    import numpy as np
+    from PIL import Image
+    from realesrgan_ref import bench_input
+    check = os.path.join(workdir, "onnx_check.ppm")
+    Image.fromarray(bench_input(size=40)).save(check)
+    models = {}
+    for m in args.models:
+        onnx, ort_out, ref_out = (os.path.join(workdir, f"{m}{ext}") for ext in (".onnx", "_ort.ppm", "_ref.png"))
+        steps = [[args.python, REF_SCRIPT, "export-onnx", m, onnx],
+                 [args.python, REF_SCRIPT, "upscale", check, ref_out, "--model", m],
+                 ["node", os.path.join(ORT_DIR, "bench_ort.mjs"), "--model", onnx, "--image", check,
+                  "--threads", str(args.threads), "--repeat", "1", "--warmup", "0", "--output", ort_out]]
+        for cmd in steps:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            if r.returncode != 0:
+                print(f"bench_upscaler: {' '.join(cmd[:3])} failed: {r.stderr.strip()[-300:]}", file=sys.stderr)
+                break
+        else:
+            a, b = (np.asarray(Image.open(f), dtype=np.float64) for f in (ort_out, ref_out))
+            mse = float(np.mean((a - b) ** 2)) if a.shape == b.shape else None
+            psnr = None if mse is None else float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+            print(f"ONNX Runtime {m} vs PyTorch on a 40x40 crop: {psnr} dB", file=sys.stderr)
+            if psnr is not None and psnr >= 60:
+                models[m] = onnx
+    return models
 
 
 def run_case(case, args, ours_ok):
@@ -217,6 +257,7 @@ def derived(row):
     return {
         "ours_ms": ours, "pytorch_ms": ms("pytorch"), "pytorch_cl_ms": ms("pytorch_cl"),
         "ratio": ratio("ours", "pytorch"), "ratio_cl": ratio("ours", "pytorch_cl"),
+        "ort_ms": ms("onnxruntime"), "ratio_ort": ratio("ours", "onnxruntime"),
         "ours_mpix_s": row["pixels"] / 1e6 / (ours / 1e3) if ours else None,
         "ours_gflops": gflops("ours"), "pytorch_gflops": gflops("pytorch"),
         "pytorch_cl_gflops": gflops("pytorch_cl"),
@@ -227,7 +268,9 @@ def derived(row):
 COLUMNS = [  # (header, key, format)
     ("model", "model", "{}"), ("prec", "precision", "{}"), ("input", "input", "{}"),
     ("ours ms", "ours_ms", "{:.1f}"), ("pt ms", "pytorch_ms", "{:.1f}"), ("pt-CL ms", "pytorch_cl_ms", "{:.1f}"),
-    ("ours/pt", "ratio", "{:.2f}"), ("ours/pt-CL", "ratio_cl", "{:.2f}"), ("MP/s ours", "ours_mpix_s", "{:.3f}"),
+    ("ort ms", "ort_ms", "{:.1f}"),
+    ("ours/pt", "ratio", "{:.2f}"), ("ours/pt-CL", "ratio_cl", "{:.2f}"), ("ours/ort", "ratio_ort", "{:.2f}"),
+    ("MP/s ours", "ours_mpix_s", "{:.3f}"),
     ("GFLOP/s ours", "ours_gflops", "{:.0f}"), ("GFLOP/s pt", "pytorch_gflops", "{:.0f}"),
     ("GFLOP/s pt-CL", "pytorch_cl_gflops", "{:.0f}"),
     ("RSS ours MB", "ours_rss_mb", "{:.0f}"), ("RSS pt MB", "pytorch_rss_mb", "{:.0f}"),
@@ -272,7 +315,9 @@ def main(argv=None):
               file=sys.stderr)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_upscaler_") as workdir:
-        for case in make_cases(args, write_inputs(args, workdir)):
+        inputs = write_inputs(args, workdir)
+        args.onnx_models = export_onnx(args, workdir) if args.onnx else {}
+        for case in make_cases(args, inputs):
             row = run_case(case, args, ours_ok)
             rows.append(row)
             d = derived(row)
@@ -281,7 +326,7 @@ def main(argv=None):
                   f"({row['note']})",
                   file=sys.stderr, flush=True)
     print(f"\nthreads={args.threads}; ms = best run; pt = plain PyTorch (NCHW, as Real-ESRGAN runs it), "
-          f"pt-CL = PyTorch with channels_last model and input; GFLOP = 2 x MAC x input pixels "
+          f"pt-CL = PyTorch with channels_last model and input; ort = ONNX Runtime (--onnx, fp32); GFLOP = 2 x MAC x input pixels "
           f"(MAC/px: {', '.join(f'{m} {v:,}' for m, v in MAC_PER_PIXEL.items())})")
     print_table(rows)
     if args.json:

@@ -575,6 +575,15 @@ def cmd_export_pth(a):
     torch.save(sd if a.key == "plain" else {a.key: sd}, a.output)
 
 
+def cmd_export_onnx(a):
+    # fp32, NCHW, height and width free: what ONNX Runtime gets in bench/bench_upscaler.py --onnx.
+    model = load_model(a.model).eval()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.onnx.export(model, x, a.output, input_names=["input"], output_names=["output"], opset_version=13,
+                          dynamic_axes={"input": {2: "h", 3: "w"}, "output": {2: "H", 3: "W"}})
+
+
 def cmd_bench(a):
     # convert once, outside the timing
     model = prepare(load_model(a.model), a.precision, a.channels_last)
@@ -634,6 +643,11 @@ def build_parser():
     p.add_argument("output")
     p.add_argument("--key", choices=["params_ema", "params", "plain"], required=True)
     p.set_defaults(func=cmd_export_pth, threads=1)
+
+    p = sub.add_parser("export-onnx", help="save a model as ONNX (fp32, any input size)")
+    p.add_argument("model")
+    p.add_argument("output")
+    p.set_defaults(func=cmd_export_onnx, threads=1)
 
     p = sub.add_parser("bench", help="time upscale() and print one JSON line")
     p.add_argument("--model", required=True)
