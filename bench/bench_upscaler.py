@@ -175,6 +175,8 @@ def commands(case, args, ours_ok):
         if not args.no_channels_last:
             cmds["pytorch_cl"] = ref + ["--channels-last"]
     onnx = args.onnx_models.get(case["model"]) if args.onnx else None
+    if args.onnx and case["precision"] == "fp32" and not onnx:
+        notes.append("onnxruntime not run (export or its check against PyTorch failed, see stderr)")
     if onnx and case["precision"] == "fp32":
         repeat, warmup = (1, 0) if big else (args.repeat, args.warmup)
         cmds["onnxruntime"] = ["node", os.path.join(ORT_DIR, "bench_ort.mjs"), "--model", onnx, "--image",
