@@ -1,6 +1,7 @@
 #include "upscaler/native/engine.h"
 
 #include <omp.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
@@ -8,9 +9,11 @@
 #include <cstring>
 #include <dnnl.hpp>
 #include <exception>
+#include <limits>
 #include <map>
 #include <new>
 #include <sstream>
+#include <stdexcept>
 
 #include "upscaler/native/winograd.h"
 
@@ -18,7 +21,9 @@ namespace petcam::upscaler::native {
 
 namespace {
 
-constexpr int kChunkTiles = 64;  // tiles per GEMM: V, M and the weights of one conv stay in L2
+constexpr int kChunkTiles = 64;  // most tiles per GEMM: V, M and the weights of one conv stay in L2
+constexpr int kChunkStep = 16;   // GEMMs come in M = 16, 32, 48, 64 tiles, so a conv's chunks can be cut evenly
+constexpr int kChunkSizes = kChunkTiles / kChunkStep;
 
 // f(thread) on `threads` OpenMP threads (this file is built with -fopenmp: libtorch's inline at::parallel_for
 // is serial in a TU built without it). oneDNN, called inside, sees the region and runs on its caller's thread.
@@ -64,48 +69,66 @@ std::uint16_t to_bf16(float f) {
   return static_cast<std::uint16_t>(u);
 }
 
-// One activation: rows [base, avail) of an H x W x C tensor (C padded to 16), held in a ring of `cap` rows.
-// Each row is (W + pad) pixels: pixel x at column x + 1, zero columns around it (the convolution's padding).
+// One activation: rows [base, avail) of an H x W x C tensor (C padded to 16), held in a ring of `cap` rows in
+// the run's arena. Each row is (W + pad) pixels: pixel x at column x + 1, zero columns around it (the
+// convolution's padding).
 struct Buf {
   int C = 0, H = 0, W = 0, Wp = 0;
   int base = 0, avail = 0, cap = 0;
-  std::vector<float> data;
-  bool planning = false;  // only count the rows reserve() is asked for, in `peak`
-  int peak = 0;
+  float* data = nullptr;
+  bool live = false;                    // its rows have started (the arena block is its own from then on)
+  int peak = 0, first = -1, last = -1;  // planning: most rows held; the steps it starts and ends at
 
-  // rows > 0: the ring's size, planned (no growth while running).
-  void init(int c, int h, int w, int rows = 0) {
+  void init(int c, int h, int w) {
     C = c, H = h, W = w;
     Wp = (w + kTileOut - 1) / kTileOut * kTileOut + 2;
-    base = avail = peak = 0;
-    cap = rows;
-    data.assign(static_cast<std::size_t>(rows) * row_floats(), 0.0f);
+    base = avail = cap = peak = 0;
+    first = last = -1;
+    data = nullptr;
+    live = false;
   }
   std::size_t row_floats() const { return static_cast<std::size_t>(Wp) * C; }
-  float* row(int r) { return data.data() + static_cast<std::size_t>(r % cap) * row_floats(); }
+  std::size_t ring_bytes(int rows) const { return static_cast<std::size_t>(rows) * row_floats() * sizeof(float); }
+  float* row(int r) { return data + static_cast<std::size_t>(r % cap) * row_floats(); }
   float* pixels(int r) { return row(r) + C; }  // pixel 0 of row r
-  // Room for rows [base, upto).
-  void reserve(int upto) {
-    const int need = upto - base;
-    if (planning) {
-      peak = std::max(peak, need);
-      return;
-    }
-    if (need <= cap) return;
-    const int ncap = std::max(need, cap + cap / 2);
-    std::vector<float> next(static_cast<std::size_t>(ncap) * row_floats(), 0.0f);
-    for (int r = base; r < avail; ++r)
-      std::memcpy(next.data() + static_cast<std::size_t>(r % ncap) * row_floats(), row(r),
-                  row_floats() * sizeof(float));
-    data.swap(next);
-    cap = ncap;
+  bool dead() const { return base >= H; }
+};
+
+// The rings of one run: a single anonymous mapping (zero pages from the kernel, huge pages where the kernel
+// allows them, so a large image costs few page faults), unmapped when the run ends.
+class Arena {
+ public:
+  Arena() = default;
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+  ~Arena() { reset(); }
+  float* map(std::size_t bytes) {
+    reset();
+    if (bytes == 0) return nullptr;
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    madvise(p, bytes, MADV_HUGEPAGE);  // advice only: without it the run is the same, with more faults
+    base_ = p;
+    bytes_ = bytes;
+    return static_cast<float*>(p);
   }
+  void reset() {
+    if (base_) munmap(base_, bytes_);
+    base_ = nullptr;
+    bytes_ = 0;
+  }
+
+ private:
+  void* base_ = nullptr;
+  std::size_t bytes_ = 0;
 };
 
 struct Conv {
   std::vector<int> in;  // concatenated along channels, in order
   int out = -1;
   int K = 0, N = 0;
+  int ld = 0;  // V's row stride: K, or a dense block's K of all five convs (they share its transformed input)
+  int group = -1, fresh = 0;  // dense block; its first source that no earlier conv of the block transformed
   int act = kActNone;
   std::vector<float> bias, slope;  // N
   int nres = 0;
@@ -128,10 +151,16 @@ struct Node {
   Upsample up;
 };
 
+// One GEMM shape (K x N) at each chunk size (M = 16..64 tiles). The weights are packed once, in M = 64's
+// layout; a size whose kernel wants them packed otherwise is not used (its chunks run as the next size up).
 struct Matmul {
-  int K = 0, N = 0;
-  dnnl::matmul prim;
-  dnnl::memory::desc src, dst, wei, scratch;
+  int K = 0, N = 0, ld = 0;
+  struct Shape {
+    dnnl::matmul prim;
+    dnnl::memory::desc src, dst, scratch;
+    bool ok = false;
+  } at[kChunkSizes];  // at[M / 16 - 1]
+  dnnl::memory::desc wei;
 };
 
 class Engine final : public NativeUpscaler {
@@ -158,6 +187,14 @@ class Engine final : public NativeUpscaler {
     arch_ = net_->describe();
     macs_ = net_->macs_per_input_pixel();
     rrdb_ = net_->tail() == Tail::None;
+    users_.assign(bufs_.size(), {});
+    for (std::size_t n = 0; n < nodes_.size(); ++n) {
+      std::vector<int> reads = nodes_[n].is_conv ? nodes_[n].conv.in : std::vector<int>{nodes_[n].up.in};
+      if (nodes_[n].is_conv) reads.insert(reads.end(), nodes_[n].conv.res, nodes_[n].conv.res + nodes_[n].conv.nres);
+      for (int t : reads)
+        if (std::find(users_[t].begin(), users_[t].end(), static_cast<int>(n)) == users_[t].end())
+          users_[t].push_back(static_cast<int>(n));
+    }
     net_.reset();  // the transformed weights are all we need; the libtorch copy would double the memory
   }
 
@@ -171,7 +208,7 @@ class Engine final : public NativeUpscaler {
   int tile_pad() const override { return 0; }
   std::int64_t macs_per_input_pixel() const override { return macs_; }
   int tile_count(int width, int height) const override {
-    const int s = strip_for(width);
+    const int s = strip_for(width, height);
     return (height + s - 1) / s;
   }
 
@@ -205,7 +242,8 @@ class Engine final : public NativeUpscaler {
   }
 
   // A 3x3 conv of the channel concatenation of `in` from network conv `index`.
-  int conv(std::initializer_list<int> in, std::size_t index, int act, const torch::nn::PReLU* prelu = nullptr) {
+  int conv(std::initializer_list<int> in, std::size_t index, int act, const torch::nn::PReLU* prelu = nullptr,
+           int ld = 0) {
     const auto& spec = net_->convs().at(index);
     auto w = spec.conv->weight.detach().to(torch::kFloat).contiguous();
     auto b = spec.conv->bias.detach().to(torch::kFloat).contiguous();
@@ -215,6 +253,7 @@ class Engine final : public NativeUpscaler {
     c.in = in;
     for (int t : c.in) c.K += chan_[t];
     c.N = pad16(cout);
+    c.ld = std::max(ld, c.K);
     c.out = tensor(cout, res_[c.in[0]]);
     c.act = act;
     c.bias.assign(c.N, 0.0f);
@@ -242,7 +281,7 @@ class Engine final : public NativeUpscaler {
       if (real != cin) throw ModelError("native engine: conv " + std::to_string(index) + " input channels mismatch");
     }
     const auto u = transform_weights(oihw.data(), cout, c.K, c.K, c.N);
-    c.prim = matmul_for(c.K, c.N);
+    c.prim = matmul_for(c.K, c.N, c.ld);
     const Matmul& mm = mms_[c.prim];
     using dt = dnnl::memory::data_type;
     const dnnl::memory::desc user({kPoints, c.K, c.N}, bf16_ ? dt::bf16 : dt::f32, dnnl::memory::format_tag::abc);
@@ -279,24 +318,33 @@ class Engine final : public NativeUpscaler {
     ++c.nres;
   }
 
-  int matmul_for(int K, int N) {
+  int matmul_for(int K, int N, int ld) {
     for (std::size_t i = 0; i < mms_.size(); ++i)
-      if (mms_[i].K == K && mms_[i].N == N) return static_cast<int>(i);
+      if (mms_[i].K == K && mms_[i].N == N && mms_[i].ld == ld) return static_cast<int>(i);
     using dt = dnnl::memory::data_type;
     using tag = dnnl::memory::format_tag;
     Matmul m;
-    m.K = K, m.N = N;
-    m.src = dnnl::memory::desc({kPoints, kChunkTiles, K}, bf16_ ? dt::bf16 : dt::f32, tag::abc);
+    m.K = K, m.N = N, m.ld = ld;
     const dnnl::memory::desc wei({kPoints, K, N}, bf16_ ? dt::bf16 : dt::f32, tag::any);
-    m.dst = dnnl::memory::desc({kPoints, kChunkTiles, N}, dt::f32, tag::abc);
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(m.src, wei, m.dst), attr, eng_);
-    m.wei = pd.weights_desc();
-    m.scratch = pd.scratchpad_desc();
-    scratch_bytes_ = std::max(scratch_bytes_, pd.scratchpad_desc().get_size());
-    impl_ = pd.impl_info_str();
-    m.prim = dnnl::matmul(pd);
+    for (int i = kChunkSizes - 1; i >= 0; --i) {
+      const int M = (i + 1) * kChunkStep;
+      auto& at = m.at[i];
+      at.src = dnnl::memory::desc({kPoints, M, K}, bf16_ ? dt::bf16 : dt::f32, {M * ld, ld, 1});
+      at.dst = dnnl::memory::desc({kPoints, M, N}, dt::f32, tag::abc);
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(at.src, wei, at.dst), attr, eng_);
+      if (M == kChunkTiles) {
+        m.wei = pd.weights_desc();
+        impl_ = pd.impl_info_str();
+      } else if (pd.weights_desc() != m.wei) {
+        continue;
+      }
+      at.ok = true;
+      at.scratch = pd.scratchpad_desc();
+      scratch_bytes_ = std::max(scratch_bytes_, pd.scratchpad_desc().get_size());
+      at.prim = dnnl::matmul(pd);
+    }
     mms_.push_back(std::move(m));
     return static_cast<int>(mms_.size()) - 1;
   }
@@ -321,11 +369,21 @@ class Engine final : public NativeUpscaler {
       const int rrdb_in = cur;
       int x = cur;
       for (int r = 0; r < 3; ++r) {
-        const int x1 = conv({x}, k++, kActLeaky);
-        const int x2 = conv({x, x1}, k++, kActLeaky);
-        const int x3 = conv({x, x1, x2}, k++, kActLeaky);
-        const int x4 = conv({x, x1, x2, x3}, k++, kActLeaky);
-        const int x5 = conv({x, x1, x2, x3, x4}, k++, kActNone);
+        // The five convs of a dense block read x, x1, ... x4 concatenated: one V of the block's full width,
+        // each conv adding its new source's part (where the tiles of all five are the same, one strip).
+        const int g = groups_++;
+        const int ld = chan_[x] + 4 * pad16(static_cast<int>(net_->convs().at(k).conv->weight.size(0)));
+        const auto dense = [&](std::initializer_list<int> in, int act) {
+          const int t = conv(in, k++, act, nullptr, ld);
+          nodes_.back().conv.group = g;
+          nodes_.back().conv.fresh = static_cast<int>(in.size()) - 1;
+          return t;
+        };
+        const int x1 = dense({x}, kActLeaky);
+        const int x2 = dense({x, x1}, kActLeaky);
+        const int x3 = dense({x, x1, x2}, kActLeaky);
+        const int x4 = dense({x, x1, x2, x3}, kActLeaky);
+        const int x5 = dense({x, x1, x2, x3, x4}, kActNone);
         residual(0.2f, x);                    // rdb: x5 * 0.2 + x
         if (r == 2) residual(0.2f, rrdb_in);  // rrdb: rdb3 * 0.2 + its input
         x = x5;
@@ -344,8 +402,13 @@ class Engine final : public NativeUpscaler {
 
   // ---- execution -----------------------------------------------------------------------------------
 
-  int strip_for(int width) const {
+  int strip_for(int width, int height) const {
     if (strip_rows_ > 0) return strip_rows_;
+    // A small image runs as one strip: every layer's rows at once, so each tensor dies after its last reader
+    // and the few live ones are reused from cache (Xeon, 2 threads, one strip vs strips: x4fast 384x384 405-417
+    // vs 422-434 ms, 512x512 757 vs 743; x4plus 128x128 725-741 vs 943-978, 192x192 1634-1711 vs 1847-1870,
+    // 256x256 3466-3604 vs 3395-3458).
+    if (static_cast<long long>(width) * height <= (rrdb_ ? 192 * 192 : 384 * 384)) return height;
     // A strip of about this many pixels per layer keeps a layer's input and output in L2 (measured on the
     // Xeon, 2 threads: x4fast 2048 px, x4plus 4096 px ran 1.4-1.8x faster than 4x that); at least 8 rows, as
     // each 4-row tile row also reads 2 rows of halo.
@@ -355,36 +418,76 @@ class Engine final : public NativeUpscaler {
   }
 
   void release() {
-    for (auto& b : bufs_) {
-      std::vector<float>().swap(b.data);
-      b.cap = 0;
-    }
+    arena_.reset();
+    for (auto& b : bufs_) b.init(0, 0, 0);
     std::vector<float>().swap(zero_);
+    std::vector<char>().swap(dense_v_);
     for (auto& t : scratch_) std::vector<char>().swap(t);
   }
 
-  // Each tensor's ring size for a W x H image: the schedule run without computing anything.
-  std::vector<int> plan(int W, int H) {
-    for (std::size_t t = 0; t < bufs_.size(); ++t) {
-      bufs_[t].init(chan_[t], H * res_[t], W * res_[t]);
-      bufs_[t].planning = true;
-    }
+  // Where each tensor's ring lies in the arena for a W x H image, and the arena's size. The schedule is run
+  // once without computing anything, giving each tensor the most rows it holds and the steps its rows live
+  // between; a tensor whose rows are all consumed frees its block for the tensors that start after it (on an
+  // image of one strip most of RRDBNet's tensors are dead long before the last layer; on a tall one all of
+  // them live to the end, each in its own block).
+  struct Layout {
+    std::vector<int> rows;
+    std::vector<std::size_t> offset;
+    std::vector<bool> reused;  // its block held another tensor before: zero its padding first
+    std::size_t bytes = 0;
+  };
+  Layout plan(int W, int H) {
+    for (std::size_t t = 0; t < bufs_.size(); ++t) bufs_[t].init(chan_[t], H * res_[t], W * res_[t]);
     planning_ = true;
     drive({nullptr, W, H, 0}, {nullptr, 4 * W, 4 * H, 0}, nullptr);
     planning_ = false;
-    std::vector<int> rows(bufs_.size());
-    for (std::size_t t = 0; t < bufs_.size(); ++t) {
-      rows[t] = bufs_[t].peak;
-      bufs_[t].planning = false;
-      bufs_[t].init(0, 0, 0);
+    Layout l;
+    const std::size_t n = bufs_.size();
+    l.rows.resize(n);
+    l.offset.resize(n);
+    l.reused.assign(n, false);
+    std::vector<int> order(n);
+    for (std::size_t t = 0; t < n; ++t) order[t] = static_cast<int>(t), l.rows[t] = bufs_[t].peak;
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return bufs_[a].first < bufs_[b].first; });
+    struct Block {
+      std::size_t offset, bytes;
+      int busy_until;  // the last step of the tensor in it
+    };
+    std::vector<Block> blocks;
+    for (int t : order) {
+      const Buf& b = bufs_[t];
+      const std::size_t bytes = b.ring_bytes(l.rows[t]);
+      Block* best = nullptr;
+      for (auto& k : blocks)
+        if (k.busy_until < b.first && k.bytes >= bytes && (!best || k.bytes < best->bytes)) best = &k;
+      if (!best) {
+        blocks.push_back({l.bytes, bytes, 0});
+        l.bytes += bytes;
+        best = &blocks.back();
+      } else {
+        l.reused[t] = true;
+      }
+      l.offset[t] = best->offset;
+      best->busy_until = b.last < 0 ? std::numeric_limits<int>::max() : b.last;
     }
-    return rows;
+    for (auto& b : bufs_) b.init(0, 0, 0);
+    return l;
+  }
+
+  // A dense block's V for the whole image, when the image runs as one strip: at most 63 slots past its tiles.
+  std::size_t dense_v_bytes(int W, int H) const {
+    if (groups_ == 0 || strip_for(W, H) < H) return 0;
+    int ld = 0;
+    for (const auto& node : nodes_)
+      if (node.is_conv && node.conv.group >= 0) ld = std::max(ld, node.conv.ld);
+    const std::size_t tiles = static_cast<std::size_t>((W + kTileOut - 1) / kTileOut) * ((H + kTileOut - 1) / kTileOut);
+    return (tiles + kChunkTiles - 1) * kPoints * ld * (bf16_ ? 2 : 4);
   }
 
   // Per thread: V (36 x T x Kmax), M (36 x T x Nmax), oneDNN's scratchpad and room to align the three.
   std::size_t scratch_bytes_per_thread() const {
     int kmax = 0, nmax = 0;
-    for (const auto& m : mms_) kmax = std::max(kmax, m.K), nmax = std::max(nmax, m.N);
+    for (const auto& m : mms_) kmax = std::max(kmax, m.ld), nmax = std::max(nmax, m.N);
     return static_cast<std::size_t>(kPoints) * kChunkTiles * kmax * (bf16_ ? 2 : 4) +
            static_cast<std::size_t>(kPoints) * kChunkTiles * nmax * 4 + scratch_bytes_ + 3 * 64;
   }
@@ -392,54 +495,87 @@ class Engine final : public NativeUpscaler {
  public:
   std::size_t working_bytes(int width, int height) override {
     if (width <= 0 || height <= 0) return 0;
-    const auto rows = plan(width, height);
-    std::size_t total = scratch_bytes_per_thread() * threads_;
-    for (std::size_t t = 0; t < bufs_.size(); ++t) {
-      Buf b;
-      b.init(chan_[t], 0, width * res_[t]);
-      total += static_cast<std::size_t>(rows[t]) * b.row_floats() * sizeof(float);
-    }
-    return total;
+    return plan(width, height).bytes + scratch_bytes_per_thread() * threads_ + dense_v_bytes(width, height);
   }
 
  private:
   void run(ConstImageView in, ImageView out, const Progress& progress) {
     const int H = in.height, W = in.width;
-    const auto rows = plan(W, H);
-    for (std::size_t t = 0; t < bufs_.size(); ++t) bufs_[t].init(chan_[t], H * res_[t], W * res_[t], rows[t]);
+    const Layout l = plan(W, H);
+    float* arena = arena_.map(l.bytes);
+    for (std::size_t t = 0; t < bufs_.size(); ++t) {
+      Buf& b = bufs_[t];
+      b.init(chan_[t], H * res_[t], W * res_[t]);
+      b.cap = l.rows[t];
+      b.data = arena + l.offset[t] / sizeof(float);
+    }
+    reused_ = l.reused;
     std::size_t zero = 0;
     for (const auto& b : bufs_) zero = std::max(zero, b.row_floats());
     zero_.assign(zero, 0.0f);
     scratch_.resize(threads_);
     while (static_cast<int>(streams_.size()) < threads_) streams_.emplace_back(eng_);
     for (auto& s : scratch_) s.assign(scratch_bytes_per_thread(), 0);
+    dense_v_.assign(dense_v_bytes(W, H) + 64, 0);
+    dense_group_ = -1;
     drive(in, out, progress);
+  }
+
+  // Room in tensor t for rows [base, upto): planning records it; running, the plan has made it.
+  void reserve(int t, int upto) {
+    Buf& b = bufs_[t];
+    const int need = upto - b.base;
+    if (planning_) {
+      if (b.first < 0) b.first = step_;
+      b.peak = std::max(b.peak, need);
+      return;
+    }
+    if (need > b.cap) throw std::logic_error("native engine: a tensor needs more rows than planned");
+    if (!b.live) {
+      b.live = true;
+      if (reused_[t])  // the block's last tensor left its pixels; our padding columns must be zero
+        for (int r = 0; r < b.cap; ++r) {
+          float* row = b.data + static_cast<std::size_t>(r) * b.row_floats();
+          std::memset(row, 0, sizeof(float) * b.C);
+          std::memset(row + static_cast<std::size_t>(b.W + 1) * b.C, 0,
+                      sizeof(float) * (b.row_floats() - static_cast<std::size_t>(b.W + 1) * b.C));
+        }
+    }
   }
 
   // The strips through the whole network (planning_: only the rows each tensor holds).
   void drive(ConstImageView in, ImageView out, const Progress& progress) {
     const int H = in.height, W = in.width;
-    const int S = strip_for(W);
+    const int S = strip_for(W, H);
     const int total = (H + S - 1) / S;
     int fed = 0, written = 0, reported = 0;
+    step_ = 0;
     while (written < H) {
       if (fed < H) {
         const int upto = std::min(H, fed + S);
         feed(in, fed, upto);
         fed = upto;
       }
+      ++step_;
       for (auto& node : nodes_) {
-        if (node.is_conv)
+        if (node.is_conv) {
           step_conv(node.conv, S);
-        else
+          for (int t : node.conv.in) trim(t, written);
+          for (int k = 0; k < node.conv.nres; ++k) trim(node.conv.res[k], written);
+        } else {
           step_upsample(node.up, S);
+          trim(node.up.in, written);
+        }
+        ++step_;
       }
       const int done = bufs_[final_].avail / res_[final_];
       if (done > written) {
         if (!planning_) write(in, out, written, done);
         written = done;
       }
-      trim(written);
+      trim(final_, written);
+      trim(input_, written);
+      ++step_;
       const int strips = written >= H ? total : written / S;
       if (progress && strips > reported) {
         reported = strips;
@@ -450,7 +586,7 @@ class Engine final : public NativeUpscaler {
 
   void feed(ConstImageView in, int y0, int y1) {
     Buf& b = bufs_[input_];
-    b.reserve(y1);
+    reserve(input_, y1);
     if (planning_) y0 = y1;
     for (int y = y0; y < y1; ++y) {
       const std::uint8_t* src = in.data + in.stride * static_cast<std::size_t>(y);
@@ -458,6 +594,7 @@ class Engine final : public NativeUpscaler {
       for (int x = 0; x < in.width; ++x) {
         float* p = dst + static_cast<std::size_t>(x) * b.C;
         for (int c = 0; c < 3; ++c) p[c] = static_cast<float>(src[3 * x + c]) / 255.0f;
+        std::fill(p + 3, p + b.C, 0.0f);
       }
     }
     b.avail = y1;
@@ -468,7 +605,7 @@ class Engine final : public NativeUpscaler {
     int target = src.avail == src.H ? dst.H : 2 * src.avail;
     target = std::min(target, dst.avail + S * res_[u.out]);
     if (target <= dst.avail) return;
-    dst.reserve(target);
+    reserve(u.out, target);
     if (planning_) {
       dst.avail = target;
       return;
@@ -496,7 +633,7 @@ class Engine final : public NativeUpscaler {
     if (target <= o) return;
     const int rows = target - o;
     const int n_ty = (rows + kTileOut - 1) / kTileOut, n_tx = (out.W + kTileOut - 1) / kTileOut;
-    out.reserve(target);
+    reserve(c.out, target);
     if (planning_) {
       out.avail = target;
       return;
@@ -506,6 +643,7 @@ class Engine final : public NativeUpscaler {
     ij.nsrc = static_cast<int>(c.in.size());
     ij.n_tx = n_tx;
     ij.K = c.K;
+    ij.ld = c.ld;
     const int nrows = kTileOut * n_ty + 2;
     for (int s = 0; s < ij.nsrc; ++s) {
       Buf& b = bufs_[c.in[s]];
@@ -540,27 +678,52 @@ class Engine final : public NativeUpscaler {
 
     const Matmul& mm = mms_[c.prim];
     const int tiles = n_ty * n_tx;
-    const int chunks = (tiles + kChunkTiles - 1) / kChunkTiles;
+    // Chunks of at most 64 tiles, as many as a multiple of the threads where there is work for it, cut to a
+    // multiple of 16 tiles: 192 tiles on 2 threads run as 4 x 48, not 64 + 64 + 64 with one thread idle.
+    int chunks = (tiles + kChunkTiles - 1) / kChunkTiles;
+    const int nthreads = static_cast<int>(scratch_.size());
+    if (chunks % nthreads != 0 && tiles >= kChunkStep * nthreads) chunks = (chunks / nthreads + 1) * nthreads;
+    int size = ((tiles + chunks - 1) / chunks + kChunkStep - 1) / kChunkStep - 1;
+    while (!mm.at[size].ok) ++size;  // M = 64 always is
+    const auto& shape = mm.at[size];
+    const int T = (size + 1) * kChunkStep;
+    chunks = (tiles + T - 1) / T;
+    // One strip: a dense block's conv keeps its V in dense_v_ for the next ones, and transforms only the source
+    // the conv before it made (if that conv left V for the same block in the same chunks).
+    const bool dense = c.group >= 0 && o == 0 && target == H && !dense_v_.empty();
+    const std::size_t chunk_v = static_cast<std::size_t>(kPoints) * T * c.ld * (bf16_ ? 2 : 4);
+    if (dense) {
+      const bool has = dense_group_ == c.group && dense_sources_ == c.fresh && dense_tiles_ == T;
+      ij.first = has ? c.fresh : 0;
+      dense_group_ = c.group, dense_sources_ = ij.nsrc, dense_tiles_ = T;
+    } else if (c.group >= 0) {
+      dense_group_ = -1;
+    }
+    char* dense_base = align64(dense_v_.data());
     const std::size_t vbytes = static_cast<std::size_t>(kPoints) * kChunkTiles * c.K * (bf16_ ? 2 : 4);
     const std::size_t mbytes = static_cast<std::size_t>(kPoints) * kChunkTiles * c.N * 4;
     // Chunks are taken from a shared counter, so a thread that lost its core to another process does not hold
     // the others at the barrier with a fixed share of the work.
     std::atomic<int> next{0};
-    const int workers = std::min<int>(chunks, static_cast<int>(scratch_.size()));
+    const int workers = std::min(chunks, nthreads);
     auto work = [&](int thread) {
       char* base = align64(scratch_[thread].data());
       void* v = base;
       auto* m = reinterpret_cast<float*>(align64(base + vbytes));
       char* pad = align64(reinterpret_cast<char*>(m) + mbytes);
-      dnnl::memory src(mm.src, eng_, v), dst(mm.dst, eng_, m), scratch(mm.scratch, eng_, pad);
+      dnnl::memory src(shape.src, eng_, v), dst(shape.dst, eng_, m), scratch(shape.scratch, eng_, pad);
       for (int ch = next++; ch < chunks; ch = next++) {
-        const int t0 = ch * kChunkTiles;
-        const int count = std::min(kChunkTiles, tiles - t0);
-        kernels_.input(ij, t0, count, kChunkTiles, v, bf16_);
-        mm.prim.execute(
+        const int t0 = ch * T;
+        const int count = std::min(T, tiles - t0);
+        if (dense) {
+          v = dense_base + ch * chunk_v;
+          src.set_data_handle(v);
+        }
+        kernels_.input(ij, t0, count, T, v, bf16_);
+        shape.prim.execute(
             streams_[thread],
             {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, c.weights}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}});
-        kernels_.output(oj, t0, count, kChunkTiles, m);
+        kernels_.output(oj, t0, count, T, m);
       }
     };
     on_threads(workers, work);
@@ -571,23 +734,32 @@ class Engine final : public NativeUpscaler {
     return reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(p) + 63) & ~std::uintptr_t{63});
   }
 
-  // Rows each tensor must keep: what its consumers read next.
-  void trim(int written) {
-    std::vector<int> need(bufs_.size());
-    for (std::size_t t = 0; t < bufs_.size(); ++t) need[t] = bufs_[t].avail;
-    for (const auto& node : nodes_) {
-      if (node.is_conv) {
-        const Conv& c = node.conv;
-        const int o = bufs_[c.out].avail;
-        for (int t : c.in) need[t] = std::min(need[t], std::max(0, o - 1));
-        for (int k = 0; k < c.nres; ++k) need[c.res[k]] = std::min(need[c.res[k]], o);
-      } else {
-        need[node.up.in] = std::min(need[node.up.in], bufs_[node.up.out].avail / 2);
+  // The first row of tensor t any consumer still reads: rows below it are dropped from the ring. A consumer
+  // that is done reads none; when none reads any, the tensor is dead and its block free for later tensors.
+  int need_of(int t, int written) const {
+    int need = bufs_[t].avail;
+    for (int n : users_[t]) {
+      const Node& node = nodes_[n];
+      if (!node.is_conv) {
+        need = std::min(need, bufs_[node.up.out].avail / 2);
+        continue;
       }
+      const Conv& c = node.conv;
+      const Buf& o = bufs_[c.out];
+      if (o.avail >= o.H) continue;
+      if (std::find(c.in.begin(), c.in.end(), t) != c.in.end()) need = std::min(need, std::max(0, o.avail - 1));
+      for (int k = 0; k < c.nres; ++k)
+        if (c.res[k] == t) need = std::min(need, o.avail);
     }
-    need[final_] = std::min(need[final_], written * res_[final_]);
-    need[input_] = std::min(need[input_], written);
-    for (std::size_t t = 0; t < bufs_.size(); ++t) bufs_[t].base = std::max(bufs_[t].base, need[t]);
+    if (t == final_) need = std::min(need, written * res_[final_]);
+    if (t == input_) need = std::min(need, written);
+    return need;
+  }
+
+  void trim(int t, int written) {
+    Buf& b = bufs_[t];
+    b.base = std::max(b.base, need_of(t, written));
+    if (planning_ && b.last < 0 && b.dead()) b.last = step_;
   }
 
   static std::uint8_t to_u8(float v) {
@@ -641,6 +813,15 @@ class Engine final : public NativeUpscaler {
   int input_ = -1, final_ = -1;
   std::vector<float> zero_;
   bool planning_ = false;
+  int step_ = 0;
+  int groups_ = 0;  // dense blocks
+  std::vector<char> dense_v_;
+  int dense_group_ = -1, dense_sources_ = 0,
+      dense_tiles_ =
+          0;  // what dense_v_ holds                        // nodes run so far in this drive (the plan's clock)
+  std::vector<std::vector<int>> users_;  // per tensor: the nodes that read it
+  Arena arena_;
+  std::vector<bool> reused_;
   std::vector<std::vector<char>> scratch_;
   std::vector<dnnl::stream> streams_;
 };

@@ -31,8 +31,10 @@ struct InputJob {
   };
   int nsrc = 0;
   Source src[6];
-  int n_tx = 0;  // tiles per row
-  int K = 0;     // sum of src[].C
+  int n_tx = 0;   // tiles per row
+  int K = 0;      // sum of src[].C
+  int ld = 0;     // V's row stride in elements (>= K; 0: K)
+  int first = 0;  // sources before it are in V already (a dense block's earlier convs made them): skipped
 };
 
 struct OutputJob {
