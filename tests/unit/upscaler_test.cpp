@@ -286,6 +286,26 @@ TEST(NativeEngine, StripsEqualWholeImageLibtorchForBothNetworks) {
 
 // The Winograd transforms are built for AVX-512, AVX2 and SSE2 and picked per CPU: every one this CPU can run
 // (PETCAM_CPU_ISA lowers the pick) must give the whole-image result, on two threads.
+// F(6,3) (PETCAM_WINOGRAD=6, opt-in) on every instruction set, in strips and as one strip.
+TEST(NativeEngine, WinogradF63GivesTheSameResult) {
+  for (const char* name : {"x4fast", "x4plus"}) {
+    const cv::Mat in = photo_crop(petcam::test::kChelsea, 37, 29);
+    const cv::Mat ref = run(*load_engine(model(name), up::Engine::Libtorch, up::Precision::Fp32), in);
+    for (const char* isa : {"", "avx2", "sse2"})
+      for (int strip : {6, 0}) {
+        ::setenv("PETCAM_CPU_ISA", isa, 1);
+        ::setenv("PETCAM_WINOGRAD", "6", 1);
+        auto u = load_engine(model(name), up::Engine::Native, up::Precision::Fp32, strip);
+        ::unsetenv("PETCAM_WINOGRAD");
+        ::unsetenv("PETCAM_CPU_ISA");
+        EXPECT_NE(u->engine().find("F(6,3)"), std::string::npos) << u->engine();
+        const double db = psnr(run(*u, in), ref);
+        std::printf("%s F(6,3) %s strip %d: %.2f dB\n", name, *isa ? isa : "best", strip, db);
+        EXPECT_GE(db, 60.0) << u->engine();
+      }
+  }
+}
+
 TEST(NativeEngine, EveryInstructionSetThisCpuRunsGivesTheSameResult) {
   const cv::Mat in = photo_crop(petcam::test::kChelsea, 37, 29);
   const cv::Mat ref = run(*load_engine(model("x4fast"), up::Engine::Libtorch, up::Precision::Fp32), in);

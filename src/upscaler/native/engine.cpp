@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <dnnl.hpp>
 #include <exception>
@@ -79,9 +80,10 @@ struct Buf {
   bool live = false;                    // its rows have started (the arena block is its own from then on)
   int peak = 0, first = -1, last = -1;  // planning: most rows held; the steps it starts and ends at
 
-  void init(int c, int h, int w) {
+  // m: the Winograd output tile (rows are padded to whole tiles).
+  void init(int c, int h, int w, int m) {
     C = c, H = h, W = w;
-    Wp = (w + kTileOut - 1) / kTileOut * kTileOut + 2;
+    Wp = (w + m - 1) / m * m + 2;
     base = avail = cap = peak = 0;
     first = last = -1;
     data = nullptr;
@@ -165,11 +167,13 @@ struct Matmul {
 
 class Engine final : public NativeUpscaler {
  public:
-  Engine(std::shared_ptr<Network> net, Precision precision, int threads, int strip_rows)
+  Engine(std::shared_ptr<Network> net, Precision precision, int threads, int strip_rows, int winograd)
       : net_(std::move(net)),
         precision_(precision),
         bf16_(precision == Precision::Bf16),
-        kernels_(kernels_for(detect_isa())),
+        m_(winograd),
+        P_(points(winograd)),
+        kernels_(kernels_for(detect_isa(), winograd)),
         threads_(std::max(1, threads)),
         strip_rows_(strip_rows),
         eng_(dnnl::engine::kind::cpu, 0) {
@@ -180,7 +184,8 @@ class Engine final : public NativeUpscaler {
     else
       build_rrdb();
     std::ostringstream d;
-    d << "native: winograd F(4,3) " << to_string(kernels_.isa) << " transforms, NHWC16 fp32 activations in row strips, "
+    d << "native: winograd F(" << m_ << ",3) " << to_string(kernels_.isa)
+      << " transforms, NHWC16 fp32 activations in row strips, "
       << "oneDNN " << dnnl_version()->major << "." << dnnl_version()->minor << " matmul " << (bf16_ ? "bf16" : "fp32")
       << " (" << impl_ << "), " << threads_ << (threads_ == 1 ? " thread" : " threads");
     describe_ = d.str();
@@ -280,11 +285,11 @@ class Engine final : public NativeUpscaler {
       }
       if (real != cin) throw ModelError("native engine: conv " + std::to_string(index) + " input channels mismatch");
     }
-    const auto u = transform_weights(oihw.data(), cout, c.K, c.K, c.N);
+    const auto u = transform_weights(oihw.data(), cout, c.K, c.K, c.N, m_);
     c.prim = matmul_for(c.K, c.N, c.ld);
     const Matmul& mm = mms_[c.prim];
     using dt = dnnl::memory::data_type;
-    const dnnl::memory::desc user({kPoints, c.K, c.N}, bf16_ ? dt::bf16 : dt::f32, dnnl::memory::format_tag::abc);
+    const dnnl::memory::desc user({P_, c.K, c.N}, bf16_ ? dt::bf16 : dt::f32, dnnl::memory::format_tag::abc);
     dnnl::memory user_mem(user, eng_);
     if (bf16_) {
       auto* p = static_cast<std::uint16_t*>(user_mem.get_data_handle());
@@ -325,14 +330,14 @@ class Engine final : public NativeUpscaler {
     using tag = dnnl::memory::format_tag;
     Matmul m;
     m.K = K, m.N = N, m.ld = ld;
-    const dnnl::memory::desc wei({kPoints, K, N}, bf16_ ? dt::bf16 : dt::f32, tag::any);
+    const dnnl::memory::desc wei({P_, K, N}, bf16_ ? dt::bf16 : dt::f32, tag::any);
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     for (int i = kChunkSizes - 1; i >= 0; --i) {
       const int M = (i + 1) * kChunkStep;
       auto& at = m.at[i];
-      at.src = dnnl::memory::desc({kPoints, M, K}, bf16_ ? dt::bf16 : dt::f32, {M * ld, ld, 1});
-      at.dst = dnnl::memory::desc({kPoints, M, N}, dt::f32, tag::abc);
+      at.src = dnnl::memory::desc({P_, M, K}, bf16_ ? dt::bf16 : dt::f32, {M * ld, ld, 1});
+      at.dst = dnnl::memory::desc({P_, M, N}, dt::f32, tag::abc);
       const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(at.src, wei, at.dst), attr, eng_);
       if (M == kChunkTiles) {
         m.wei = pd.weights_desc();
@@ -410,16 +415,16 @@ class Engine final : public NativeUpscaler {
     // 256x256 3466-3604 vs 3395-3458).
     if (static_cast<long long>(width) * height <= (rrdb_ ? 192 * 192 : 384 * 384)) return height;
     // A strip of about this many pixels per layer keeps a layer's input and output in L2 (measured on the
-    // Xeon, 2 threads: x4fast 2048 px, x4plus 4096 px ran 1.4-1.8x faster than 4x that); at least 8 rows, as
-    // each 4-row tile row also reads 2 rows of halo.
+    // Xeon, 2 threads: x4fast 2048 px, x4plus 4096 px ran 1.4-1.8x faster than 4x that), whole tile rows, at
+    // least 8 rows.
     const int px = rrdb_ ? 4096 : 2048;
-    const int rows = (px + width - 1) / width;
-    return std::clamp((rows + 3) / 4 * 4, 8, 256);
+    const int rows = std::max((px + width - 1) / width, 8);
+    return std::min((rows + m_ - 1) / m_ * m_, 256);
   }
 
   void release() {
     arena_.reset();
-    for (auto& b : bufs_) b.init(0, 0, 0);
+    for (auto& b : bufs_) b.init(0, 0, 0, 1);
     std::vector<float>().swap(zero_);
     std::vector<char>().swap(dense_v_);
     for (auto& t : scratch_) std::vector<char>().swap(t);
@@ -437,7 +442,7 @@ class Engine final : public NativeUpscaler {
     std::size_t bytes = 0;
   };
   Layout plan(int W, int H) {
-    for (std::size_t t = 0; t < bufs_.size(); ++t) bufs_[t].init(chan_[t], H * res_[t], W * res_[t]);
+    for (std::size_t t = 0; t < bufs_.size(); ++t) bufs_[t].init(chan_[t], H * res_[t], W * res_[t], m_);
     planning_ = true;
     drive({nullptr, W, H, 0}, {nullptr, 4 * W, 4 * H, 0}, nullptr);
     planning_ = false;
@@ -470,7 +475,7 @@ class Engine final : public NativeUpscaler {
       l.offset[t] = best->offset;
       best->busy_until = b.last < 0 ? std::numeric_limits<int>::max() : b.last;
     }
-    for (auto& b : bufs_) b.init(0, 0, 0);
+    for (auto& b : bufs_) b.init(0, 0, 0, 1);
     return l;
   }
 
@@ -480,16 +485,16 @@ class Engine final : public NativeUpscaler {
     int ld = 0;
     for (const auto& node : nodes_)
       if (node.is_conv && node.conv.group >= 0) ld = std::max(ld, node.conv.ld);
-    const std::size_t tiles = static_cast<std::size_t>((W + kTileOut - 1) / kTileOut) * ((H + kTileOut - 1) / kTileOut);
-    return (tiles + kChunkTiles - 1) * kPoints * ld * (bf16_ ? 2 : 4);
+    const std::size_t tiles = static_cast<std::size_t>((W + m_ - 1) / m_) * ((H + m_ - 1) / m_);
+    return (tiles + kChunkTiles - 1) * P_ * ld * velem();
   }
 
   // Per thread: V (36 x T x Kmax), M (36 x T x Nmax), oneDNN's scratchpad and room to align the three.
   std::size_t scratch_bytes_per_thread() const {
     int kmax = 0, nmax = 0;
     for (const auto& m : mms_) kmax = std::max(kmax, m.ld), nmax = std::max(nmax, m.N);
-    return static_cast<std::size_t>(kPoints) * kChunkTiles * kmax * (bf16_ ? 2 : 4) +
-           static_cast<std::size_t>(kPoints) * kChunkTiles * nmax * 4 + scratch_bytes_ + 3 * 64;
+    return static_cast<std::size_t>(P_) * kChunkTiles * kmax * velem() +
+           static_cast<std::size_t>(P_) * kChunkTiles * nmax * 4 + scratch_bytes_ + 3 * 64;
   }
 
  public:
@@ -505,7 +510,7 @@ class Engine final : public NativeUpscaler {
     float* arena = arena_.map(l.bytes);
     for (std::size_t t = 0; t < bufs_.size(); ++t) {
       Buf& b = bufs_[t];
-      b.init(chan_[t], H * res_[t], W * res_[t]);
+      b.init(chan_[t], H * res_[t], W * res_[t], m_);
       b.cap = l.rows[t];
       b.data = arena + l.offset[t] / sizeof(float);
     }
@@ -632,7 +637,7 @@ class Engine final : public NativeUpscaler {
     const int o = out.avail;
     if (target <= o) return;
     const int rows = target - o;
-    const int n_ty = (rows + kTileOut - 1) / kTileOut, n_tx = (out.W + kTileOut - 1) / kTileOut;
+    const int n_ty = (rows + m_ - 1) / m_, n_tx = (out.W + m_ - 1) / m_;
     reserve(c.out, target);
     if (planning_) {
       out.avail = target;
@@ -644,7 +649,7 @@ class Engine final : public NativeUpscaler {
     ij.n_tx = n_tx;
     ij.K = c.K;
     ij.ld = c.ld;
-    const int nrows = kTileOut * n_ty + 2;
+    const int nrows = m_ * n_ty + 2;
     for (int s = 0; s < ij.nsrc; ++s) {
       Buf& b = bufs_[c.in[s]];
       auto& rp = c.rows[s];
@@ -691,7 +696,7 @@ class Engine final : public NativeUpscaler {
     // One strip: a dense block's conv keeps its V in dense_v_ for the next ones, and transforms only the source
     // the conv before it made (if that conv left V for the same block in the same chunks).
     const bool dense = c.group >= 0 && o == 0 && target == H && !dense_v_.empty();
-    const std::size_t chunk_v = static_cast<std::size_t>(kPoints) * T * c.ld * (bf16_ ? 2 : 4);
+    const std::size_t chunk_v = static_cast<std::size_t>(P_) * T * c.ld * velem();
     if (dense) {
       const bool has = dense_group_ == c.group && dense_sources_ == c.fresh && dense_tiles_ == T;
       ij.first = has ? c.fresh : 0;
@@ -700,8 +705,8 @@ class Engine final : public NativeUpscaler {
       dense_group_ = -1;
     }
     char* dense_base = align64(dense_v_.data());
-    const std::size_t vbytes = static_cast<std::size_t>(kPoints) * kChunkTiles * c.K * (bf16_ ? 2 : 4);
-    const std::size_t mbytes = static_cast<std::size_t>(kPoints) * kChunkTiles * c.N * 4;
+    const std::size_t vbytes = static_cast<std::size_t>(P_) * kChunkTiles * c.ld * velem();
+    const std::size_t mbytes = static_cast<std::size_t>(P_) * kChunkTiles * c.N * 4;
     // Chunks are taken from a shared counter, so a thread that lost its core to another process does not hold
     // the others at the barrier with a fixed share of the work.
     std::atomic<int> next{0};
@@ -798,6 +803,8 @@ class Engine final : public NativeUpscaler {
   std::shared_ptr<Network> net_;
   Precision precision_;
   bool bf16_;
+  int m_, P_;                                  // Winograd output tile and transformed points
+  int velem() const { return bf16_ ? 2 : 4; }  // bytes of one element of V
   Kernels kernels_;
   int threads_;
   int strip_rows_;
@@ -835,11 +842,18 @@ bool supports(const Network& net) {
   return net.tail() == Tail::None && convs.size() >= 21 && (convs.size() - 6) % 15 == 0;
 }
 
+int default_winograd() {
+  const char* m = std::getenv("PETCAM_WINOGRAD");
+  return m && std::strcmp(m, "6") == 0 ? 6 : 4;
+}
+
 std::unique_ptr<NativeUpscaler> make_upscaler(std::shared_ptr<Network> net, Precision precision, int threads,
-                                              int strip_rows) {
+                                              int strip_rows, int winograd) {
   if (!supports(*net)) throw ModelError("the native engine does not know the network " + net->describe());
+  if (winograd == 0) winograd = default_winograd();
+  if (winograd != 4 && winograd != 6) throw std::invalid_argument("the native engine's Winograd tile is 4 or 6");
   torch::NoGradGuard no_grad;
-  return std::make_unique<Engine>(std::move(net), precision, threads, strip_rows);
+  return std::make_unique<Engine>(std::move(net), precision, threads, strip_rows, winograd);
 }
 
 }  // namespace petcam::upscaler::native

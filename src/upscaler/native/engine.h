@@ -22,8 +22,14 @@ class NativeUpscaler : public Upscaler {
   virtual std::size_t working_bytes(int width, int height) = 0;
 };
 
-// precision: Fp32 or Bf16. strip_rows <= 0: chosen from the image width.
+// The Winograd output tile: 4, or 6 with PETCAM_WINOGRAD=6. F(6,3) does 21% fewer multiplies, but its larger
+// transforms and weights made it no faster on the Xeon (x4plus 128x128 fp32: 756-805 vs 763-784 ms), and its
+// larger coefficients cost precision (bf16 most).
+int default_winograd();
+
+// precision: Fp32 or Bf16. strip_rows <= 0: chosen from the image size. winograd: the output tile, 4 or 6
+// (0: default_winograd).
 std::unique_ptr<NativeUpscaler> make_upscaler(std::shared_ptr<Network> net, Precision precision, int threads,
-                                              int strip_rows = 0);
+                                              int strip_rows = 0, int winograd = 0);
 
 }  // namespace petcam::upscaler::native

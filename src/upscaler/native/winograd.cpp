@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 
 namespace petcam::upscaler::native {
 
@@ -101,36 +102,53 @@ bool cpu_has_avx512_bf16() {
   return sub1.ok && (sub1.eax & (1u << 5)) && detect_isa() == Isa::Avx512;
 }
 
-Kernels kernels_for(Isa isa) {
+Kernels kernels_for(Isa isa, int m) {
+  if (m != 4 && m != 6) throw std::invalid_argument("winograd: the output tile must be 4 or 6");
+  const bool six = m == 6;
   switch (isa) {
     case Isa::Avx512:
-      return {isa, avx512::input_transform, avx512::output_transform};
+      return {isa, m, six ? avx512::input_transform<6> : avx512::input_transform<4>,
+              six ? avx512::output_transform<6> : avx512::output_transform<4>};
     case Isa::Avx2:
-      return {isa, avx2::input_transform, avx2::output_transform};
+      return {isa, m, six ? avx2::input_transform<6> : avx2::input_transform<4>,
+              six ? avx2::output_transform<6> : avx2::output_transform<4>};
     case Isa::Generic:
       break;
   }
-  return {Isa::Generic, generic::input_transform, generic::output_transform};
+  return {Isa::Generic, m, six ? generic::input_transform<6> : generic::input_transform<4>,
+          six ? generic::output_transform<6> : generic::output_transform<4>};
 }
 
-std::vector<float> transform_weights(const float* oihw, int cout, int cin, int kp, int np) {
-  static const double G[6][3] = {{1.0 / 4, 0, 0},
-                                 {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                 {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                 {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                 {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                 {0, 0, 1}};
-  std::vector<float> u(static_cast<std::size_t>(kPoints) * kp * np, 0.0f);
+std::vector<float> transform_weights(const float* oihw, int cout, int cin, int kp, int np, int m) {
+  // G ((m + 2) x 3); its rows match B^T's and A^T's points in winograd_kernels.inc.
+  static const double G4[6][3] = {{1.0 / 4, 0, 0},
+                                  {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                  {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                  {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                  {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                  {0, 0, 1}};
+  static const double G6[8][3] = {{1, 0, 0},
+                                  {-2.0 / 9, -2.0 / 9, -2.0 / 9},
+                                  {-2.0 / 9, 2.0 / 9, -2.0 / 9},
+                                  {1.0 / 90, 1.0 / 45, 2.0 / 45},
+                                  {1.0 / 90, -1.0 / 45, 2.0 / 45},
+                                  {32.0 / 45, 16.0 / 45, 8.0 / 45},
+                                  {32.0 / 45, -16.0 / 45, 8.0 / 45},
+                                  {0, 0, 1}};
+  if (m != 4 && m != 6) throw std::invalid_argument("winograd: the output tile must be 4 or 6");
+  const int n = m + 2;
+  const auto G = [&](int a, int k) { return m == 4 ? G4[a][k] : G6[a][k]; };
+  std::vector<float> u(static_cast<std::size_t>(points(m)) * kp * np, 0.0f);
   for (int o = 0; o < cout; ++o)
     for (int i = 0; i < cin; ++i) {
       const float* g = oihw + (static_cast<std::size_t>(o) * cin + i) * 9;
-      double gg[6][3];  // G g
-      for (int a = 0; a < 6; ++a)
-        for (int x = 0; x < 3; ++x) gg[a][x] = G[a][0] * g[x] + G[a][1] * g[3 + x] + G[a][2] * g[6 + x];
-      for (int a = 0; a < 6; ++a)
-        for (int b = 0; b < 6; ++b) {
-          const double v = gg[a][0] * G[b][0] + gg[a][1] * G[b][1] + gg[a][2] * G[b][2];
-          u[(static_cast<std::size_t>(a * 6 + b) * kp + i) * np + o] = static_cast<float>(v);
+      double gg[8][3];  // G g
+      for (int a = 0; a < n; ++a)
+        for (int x = 0; x < 3; ++x) gg[a][x] = G(a, 0) * g[x] + G(a, 1) * g[3 + x] + G(a, 2) * g[6 + x];
+      for (int a = 0; a < n; ++a)
+        for (int b = 0; b < n; ++b) {
+          const double v = gg[a][0] * G(b, 0) + gg[a][1] * G(b, 1) + gg[a][2] * G(b, 2);
+          u[(static_cast<std::size_t>(a * n + b) * kp + i) * np + o] = static_cast<float>(v);
         }
     }
   return u;

@@ -1,5 +1,6 @@
-// Winograd F(4x4, 3x3) for the native engine: the weight transform (once, at load) and the input/output
-// transforms of one chunk of 4x4 output tiles (hand-written, one kernel per instruction set, picked at run time).
+// Winograd F(m x m, 3x3), m = 4 or 6, for the native engine: the weight transform (once, at load) and the
+// input/output transforms of one chunk of m x m output tiles (hand-written, one kernel per instruction set and
+// m, picked at run time).
 // Activations are NHWC rows whose channels are padded to a multiple of 16; every row has one zero column on
 // the left (the convolution's padding) and zero columns on the right up to a whole number of tiles plus one.
 #pragma once
@@ -11,9 +12,11 @@
 namespace petcam::upscaler::native {
 
 constexpr int kBlock = 16;  // channels are padded to this; the kernels work on 16-channel blocks
-constexpr int kTileOut = 4;
-constexpr int kTileIn = 6;
-constexpr int kPoints = kTileIn * kTileIn;  // 36 transformed positions, one GEMM each
+// F(m x m, 3x3) reads (m + 2)^2 input pixels per tile and multiplies at as many transformed positions, one GEMM
+// each: 36 for m = 4 (2.25 per output pixel, 4x fewer than direct), 64 for m = 6 (1.78, 5.1x fewer).
+constexpr int points(int m) {
+  return (m + 2) * (m + 2);
+}
 
 enum Act { kActNone = 0, kActLeaky = 1, kActPrelu = 2 };
 
@@ -56,12 +59,13 @@ using OutputFn = void (*)(const OutputJob&, int t0, int count, int T, const floa
 
 struct Kernels {
   Isa isa;
+  int m;  // output tile side
   InputFn input;
   OutputFn output;
 };
-Kernels kernels_for(Isa isa);
+Kernels kernels_for(Isa isa, int m);
 
-// OIHW 3x3 weights (cout x cin) -> U[36][kp][np] (zero padded to kp x np), computed in double.
-std::vector<float> transform_weights(const float* oihw, int cout, int cin, int kp, int np);
+// OIHW 3x3 weights (cout x cin) -> U[points(m)][kp][np] (zero padded to kp x np), computed in double.
+std::vector<float> transform_weights(const float* oihw, int cout, int cin, int kp, int np, int m);
 
 }  // namespace petcam::upscaler::native
