@@ -387,11 +387,14 @@ bool use_native(const Params& p, const Network& net, Precision precision) {
     return true;
   }
   if (p.tile > 0 || p.tile_pad >= 0 || p.pre_pad > 0) return false;
-  // fp32 on AVX-512 or AVX2+FMA: 0.34-0.59x plain PyTorch's time on 2 threads of a Sapphire Rapids Xeon,
-  // 0.40-0.62x with both capped to AVX2 there (bench/results/engine.txt). bf16 keeps libtorch: its AMX
-  // convolutions beat our bf16 matmuls. SSE2-only CPUs keep libtorch too (not measured).
-  if (!native::supports(net) || native::detect_isa() == native::Isa::Generic) return false;
-  return precision == Precision::Fp32;
+  // fp32 on AVX-512 or AVX2+FMA: 0.25-0.38x plain PyTorch's time on 2 threads of a Sapphire Rapids Xeon
+  // (bench/results/engine.txt). bf16 on AVX-512 (the only CPUs native bf16 runs on): 0.76-0.91x PyTorch's
+  // channels_last bf16 on 64-256 px inputs, and on a 1280x720 photo x4plus 30.5 s vs libtorch's tiles 65.0 s,
+  // x4fast 1.74 s both. SSE2-only CPUs keep libtorch (not measured).
+  if (!native::supports(net)) return false;
+  const auto isa = native::detect_isa();
+  if (precision == Precision::Bf16) return isa == native::Isa::Avx512;
+  return precision == Precision::Fp32 && isa != native::Isa::Generic;
 #endif
 }
 

@@ -9,6 +9,7 @@
 
 #include "test_photos.h"
 #include "upscaler/native/engine.h"
+#include "upscaler/native/winograd.h"
 #include "upscaler/weights.h"
 
 namespace fs = std::filesystem;
@@ -370,7 +371,7 @@ TEST(NativeEngine, ProgressPerStripAndCancellation) {
 TEST(NativeEngine, AutoPicksNativeOnlyWhereMeasuredAndNeverForTiles) {
   auto tiled = load(model("x4fast"), up::Precision::Fp32, 32);
   EXPECT_EQ(tiled->engine(), "libtorch");
-  // fp32 on two threads: native (measured faster with AVX-512 and AVX2); bf16: libtorch (AMX convolutions).
+  // fp32: native (measured faster with AVX-512 and AVX2); bf16: native on AVX-512, libtorch below it.
   up::Params two;
   two.model_path = model("x4fast");
   two.precision = up::Precision::Fp32;
@@ -380,7 +381,12 @@ TEST(NativeEngine, AutoPicksNativeOnlyWhereMeasuredAndNeverForTiles) {
   EXPECT_EQ(up::Upscaler::load(two)->engine(), "libtorch");
   ::unsetenv("PETCAM_CPU_ISA");
   two.precision = up::Precision::Bf16;
+  if (up::native::detect_isa() == up::native::Isa::Avx512) {
+    EXPECT_EQ(up::Upscaler::load(two)->engine().rfind("native", 0), 0u);
+  }
+  ::setenv("PETCAM_CPU_ISA", "avx2", 1);
   EXPECT_EQ(up::Upscaler::load(two)->engine(), "libtorch");
+  ::unsetenv("PETCAM_CPU_ISA");
   up::Params p;
   p.model_path = model("x4fast");
   p.engine = up::Engine::Native;
