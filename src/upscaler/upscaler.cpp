@@ -5,11 +5,13 @@
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -399,14 +401,23 @@ bool use_native(const Params& p, const Network& net, Precision precision) {
 }
 
 #if PETCAM_NATIVE_ENGINE
-// What one image may take on the native engine: its rows (working_bytes) and the 4x result. Above it the image
-// goes to libtorch's tiles. Measured peaks (README, "CPU engine"): x4fast native at 12 MP (341 MiB of rows at
-// 4000 px wide) 1.09 GiB; x4plus native up to ~1280 px wide (1165 MiB of rows for 1280x720, as its skip
-// connections hold many rows; 1.65 GiB peak), tiles above.
-constexpr std::size_t kNativeBudgetBytes = std::size_t{1280} << 20;
+// Engine::Auto on the CPU keeps one image within a memory budget (Params::memory_budget; by default what keeps
+// the process within 1.5 GiB resident): the 4x result and the native engine's rows (working_bytes). An image that fits
+// runs whole on the native engine. One that does not (x4plus holds 3.6 GiB of rows at 4000 px wide) runs on it in
+// column bands, each with kBandPad px of the neighbouring columns (libtorch's tile pad for x4plus), the widest bands
+// that fit, each band's own result included; only where even bands of 4 x kBandPad px do not fit does it go to
+// libtorch's tiles (loaded then, and kept). Unlike the row strips, band edges are approximate (about as close to
+// whole-image inference as libtorch's tiles are) and their pads are computed twice. Reports the native engine's names.
+constexpr std::size_t kDefaultResidentBytes = std::size_t{1536} << 20;
+constexpr int kBandPad = 64;
 
-// Engine::Auto on the CPU: native for every image that fits kNativeBudgetBytes, libtorch's tiles (loaded on the
-// first image that does not, then kept) for the others. Reports the native engine's names.
+std::size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0, resident = 0;
+  if (!(statm >> pages >> resident)) return 0;
+  return resident * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+}
+
 class AutoCpuUpscaler final : public Upscaler {
  public:
   AutoCpuUpscaler(std::unique_ptr<native::NativeUpscaler> native, Params params, Precision precision)
@@ -422,20 +433,68 @@ class AutoCpuUpscaler final : public Upscaler {
   int tile_pad() const override { return native_->tile_pad(); }
   std::int64_t macs_per_input_pixel() const override { return native_->macs_per_input_pixel(); }
   int tile_count(int width, int height) const override {
-    return fits(width, height) ? native_->tile_count(width, height) : tiles().tile_count(width, height);
+    const int band = band_for(width, height);
+    if (band == 0) return native_->tile_count(width, height);
+    if (band < 0) return tiles().tile_count(width, height);
+    return bands(width, band) * native_->tile_count(std::min(width, band + 2 * kBandPad), height);
   }
   void process(ConstImageView in, ImageView out, const Progress& progress) override {
-    if (fits(in.width, in.height))
+    const int band = band_for(in.width, in.height);
+    if (band == 0)
       native_->process(in, out, progress);
-    else
+    else if (band < 0)
       tiles().process(in, out, progress);
+    else
+      process_bands(in, out, band, progress);
   }
 
  private:
-  bool fits(int width, int height) const {
-    const auto result = std::size_t{16} * 3 * static_cast<std::size_t>(width) * static_cast<std::size_t>(height);
-    return native_->working_bytes(width, height) + result <= kNativeBudgetBytes;
+  static std::size_t result_bytes(int width, int height) {
+    return std::size_t{16} * 3 * static_cast<std::size_t>(width) * static_cast<std::size_t>(height);
   }
+  static int bands(int width, int band) { return (width + band - 1) / band; }
+
+  // 0: the whole image fits; > 0: the core width of the bands that fit; -1: libtorch's tiles.
+  int band_for(int width, int height) const {
+    std::size_t room = params_.memory_budget;
+    if (room == 0) {
+      const std::size_t held = resident_bytes();
+      room = kDefaultResidentBytes > held ? kDefaultResidentBytes - held : 0;
+    }
+    const std::size_t result = result_bytes(width, height);
+    room = room > result ? room - result : 0;
+    const std::size_t whole = native_->working_bytes(width, height);
+    if (whole <= room) return 0;
+    // Rows grow with the width: start from the proportional width and narrow until a band fits.
+    int band = static_cast<int>(static_cast<double>(width) * static_cast<double>(room) / static_cast<double>(whole)) -
+               2 * kBandPad;
+    for (band = std::min(band, width - 1); band >= 2 * kBandPad; band = band * 9 / 10) {
+      const int w = std::min(width, band + 2 * kBandPad);
+      if (native_->working_bytes(w, height) + result_bytes(w, height) <= room) return band;
+    }
+    return -1;
+  }
+
+  void process_bands(ConstImageView in, ImageView out, int band, const Progress& progress) {
+    const int n = bands(in.width, band);
+    const int wmax = std::min(in.width, band + 2 * kBandPad);
+    const int per = native_->tile_count(wmax, in.height);
+    std::vector<std::uint8_t> part(static_cast<std::size_t>(wmax) * 4 * 3 * in.height * 4);
+    for (int b = 0; b < n; ++b) {
+      const int x0 = b * band, x1 = std::min(in.width, x0 + band);
+      const int a = std::max(0, x0 - kBandPad), e = std::min(in.width, x1 + kBandPad);
+      const ConstImageView src{in.data + static_cast<std::size_t>(a) * 3, e - a, in.height, in.stride};
+      const ImageView dst{part.data(), 4 * (e - a), 4 * in.height, static_cast<std::size_t>(4 * (e - a)) * 3};
+      native_->process(src, dst, [&](int done, int) {
+        if (progress) progress(b * per + std::min(done, per), n * per);
+      });
+      for (int y = 0; y < dst.height; ++y)
+        std::memcpy(out.data + out.stride * static_cast<std::size_t>(y) + static_cast<std::size_t>(4 * x0) * 3,
+                    dst.data + dst.stride * static_cast<std::size_t>(y) + static_cast<std::size_t>(4 * (x0 - a)) * 3,
+                    static_cast<std::size_t>(4 * (x1 - x0)) * 3);
+    }
+  }
+
   Upscaler& tiles() const {
     if (!tiles_)
       tiles_ = std::make_unique<TorchUpscaler>(load_network(params_.model_path), nullptr, params_,

@@ -348,6 +348,42 @@ TEST(NativeEngine, PlansTheRowsItHolds) {
             60.0);
 }
 
+// An image whose rows and result pass Params::memory_budget runs on the native engine in column bands with
+// 64 px pads: x4fast (33 px of receptive field per side) exactly, x4plus (~350 px) about as close as
+// libtorch's tiles are; progress runs over all bands.
+TEST(NativeEngine, AutoRunsWhatDoesNotFitInColumnBands) {
+  for (const char* name : {"x4fast", "x4plus"}) {
+    const int W = 420, H = 40;
+    const cv::Mat in = photo_crop(petcam::test::kChelsea, W, H, 10, 130);
+    auto native = up::native::make_upscaler(up::load_network(model(name)), up::Precision::Fp32, 2);
+    up::Params p;
+    p.model_path = model(name);
+    p.precision = up::Precision::Fp32;
+    p.threads = 2;
+    const std::size_t result = 48u * W * H, band = 48u * 288 * H + native->working_bytes(288, H);
+    ASSERT_GT(native->working_bytes(W, H), band);
+    p.memory_budget = result + band;  // room for bands of 160 + 2 x 64 px: 3 of them
+    auto banded = up::Upscaler::load(p);
+    EXPECT_EQ(banded->engine().rfind("native", 0), 0u);
+    std::vector<std::pair<int, int>> calls;
+    cv::Mat out(H * 4, W * 4, CV_8UC3);
+    banded->process({in.data, in.cols, in.rows, in.step}, {out.data, out.cols, out.rows, out.step},
+                    [&](int done, int total) { calls.emplace_back(done, total); });
+    ASSERT_FALSE(calls.empty());
+    EXPECT_EQ(calls.back().first, calls.back().second);
+    EXPECT_EQ(calls.back().second, banded->tile_count(W, H));
+    EXPECT_EQ(banded->tile_count(W, H), 3 * native->tile_count(288, H)) << name;
+    const double db = psnr(out, run(*native, in));
+    std::printf("%s in 3 bands: %.2f dB to the whole image\n", name, db);
+    EXPECT_GE(db, std::string(name) == "x4fast" ? 80.0 : 60.0) << name;
+    // Room for nothing but the result: libtorch's tiles.
+    p.memory_budget = result;
+    up::Params tiles = p;
+    tiles.engine = up::Engine::Libtorch;
+    EXPECT_EQ(up::Upscaler::load(p)->tile_count(W, H), up::Upscaler::load(tiles)->tile_count(W, H)) << name;
+  }
+}
+
 TEST(NativeEngine, ProgressPerStripAndCancellation) {
   const cv::Mat in = photo_crop(petcam::test::kChelsea, 40, 33);
   auto u = load_engine(model("x4fast"), up::Engine::Native, up::Precision::Fp32, 8);
