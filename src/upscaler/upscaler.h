@@ -52,8 +52,8 @@ struct Params {
   Engine engine = Engine::Auto;  // CPU only: CUDA always runs libtorch
   int strip_rows = 0;            // native engine: input rows per strip; 0 = chosen from the width
   // Engine::Auto on the CPU: bytes one image may add to the process (its 4x result included); 0 = what keeps
-  // the process within 1.5 GiB resident. An image that does not fit runs on the native engine in column bands,
-  // or where even narrow bands do not, on libtorch's tiles.
+  // the process within 1.5 GiB resident (1.5 GiB less 64 MiB, planned). An image that does not fit runs on the native
+  // engine in column bands, or where even narrow bands do not, on libtorch's tiles.
   std::size_t memory_budget = 0;
 };
 

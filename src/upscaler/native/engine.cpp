@@ -820,12 +820,11 @@ class Engine final : public NativeUpscaler {
   int input_ = -1, final_ = -1;
   std::vector<float> zero_;
   bool planning_ = false;
-  int step_ = 0;
+  int step_ = 0;    // nodes run so far in this drive (the plan's clock)
   int groups_ = 0;  // dense blocks
   std::vector<char> dense_v_;
-  int dense_group_ = -1, dense_sources_ = 0,
-      dense_tiles_ =
-          0;  // what dense_v_ holds                        // nodes run so far in this drive (the plan's clock)
+  // What dense_v_ holds: the block, how many of its sources, in chunks of how many tiles.
+  int dense_group_ = -1, dense_sources_ = 0, dense_tiles_ = 0;
   std::vector<std::vector<int>> users_;  // per tensor: the nodes that read it
   Arena arena_;
   std::vector<bool> reused_;
