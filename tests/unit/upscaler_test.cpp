@@ -338,7 +338,7 @@ TEST(NativeEngine, PlansTheRowsItHolds) {
   EXPECT_LT(f_narrow, f_wide);
   EXPECT_LT(f_12mp, f_wide * 3 / 2);
   EXPECT_GT(p_12mp, f_12mp * 4);
-  // An image of few strips: the blocks of dead tensors are reused (each tensor in its own block: 281 and 317 MiB).
+  // One strip: the blocks of dead tensors are reused (x4plus 64x64 with each tensor in its own block: 281 MiB).
   EXPECT_LT(p_64, std::size_t{80} << 20);
   EXPECT_LT(p_128, std::size_t{240} << 20);
   EXPECT_EQ(fast->working_bytes(0, 10), 0u);
