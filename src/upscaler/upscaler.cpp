@@ -438,7 +438,9 @@ class AutoCpuUpscaler final : public Upscaler {
     const int band = band_for(width, height);
     if (band == 0) return native_->tile_count(width, height);
     if (band < 0) return tiles().tile_count(width, height);
-    return bands(width, band) * native_->tile_count(std::min(width, band + 2 * kBandPad), height);
+    int strips = 0;
+    for (int b = 0; b < bands(width, band); ++b) strips += native_->tile_count(band_span(width, band, b).width, height);
+    return strips;
   }
   void process(ConstImageView in, ImageView out, const Progress& progress) override {
     const int band = band_for(in.width, in.height);
@@ -455,6 +457,15 @@ class AutoCpuUpscaler final : public Upscaler {
     return std::size_t{16} * 3 * static_cast<std::size_t>(width) * static_cast<std::size_t>(height);
   }
   static int bands(int width, int band) { return (width + band - 1) / band; }
+  // Band b's core [x0, x1) and the input columns it runs on, [a, a + width): the core and up to kBandPad each side.
+  struct Span {
+    int x0, x1, a, width;
+  };
+  static Span band_span(int width, int band, int b) {
+    const int x0 = b * band, x1 = std::min(width, x0 + band);
+    const int a = std::max(0, x0 - kBandPad), e = std::min(width, x1 + kBandPad);
+    return {x0, x1, a, e - a};
+  }
 
   // 0: the whole image fits; > 0: the core width of the bands that fit; -1: libtorch's tiles.
   int band_for(int width, int height) const {
@@ -480,20 +491,22 @@ class AutoCpuUpscaler final : public Upscaler {
   void process_bands(ConstImageView in, ImageView out, int band, const Progress& progress) {
     const int n = bands(in.width, band);
     const int wmax = std::min(in.width, band + 2 * kBandPad);
-    const int per = native_->tile_count(wmax, in.height);
+    const int total = tile_count(in.width, in.height);  // bands of other widths may run other numbers of strips
     std::vector<std::uint8_t> part(static_cast<std::size_t>(wmax) * 4 * 3 * in.height * 4);
-    for (int b = 0; b < n; ++b) {
-      const int x0 = b * band, x1 = std::min(in.width, x0 + band);
-      const int a = std::max(0, x0 - kBandPad), e = std::min(in.width, x1 + kBandPad);
-      const ConstImageView src{in.data + static_cast<std::size_t>(a) * 3, e - a, in.height, in.stride};
-      const ImageView dst{part.data(), 4 * (e - a), 4 * in.height, static_cast<std::size_t>(4 * (e - a)) * 3};
+    for (int b = 0, before = 0; b < n; ++b) {
+      const Span s = band_span(in.width, band, b);
+      const int per = native_->tile_count(s.width, in.height);
+      const ConstImageView src{in.data + static_cast<std::size_t>(s.a) * 3, s.width, in.height, in.stride};
+      const ImageView dst{part.data(), 4 * s.width, 4 * in.height, static_cast<std::size_t>(4 * s.width) * 3};
       native_->process(src, dst, [&](int done, int) {
-        if (progress) progress(b * per + std::min(done, per), n * per);
+        if (progress) progress(before + std::min(done, per), total);
       });
+      before += per;
       for (int y = 0; y < dst.height; ++y)
-        std::memcpy(out.data + out.stride * static_cast<std::size_t>(y) + static_cast<std::size_t>(4 * x0) * 3,
-                    dst.data + dst.stride * static_cast<std::size_t>(y) + static_cast<std::size_t>(4 * (x0 - a)) * 3,
-                    static_cast<std::size_t>(4 * (x1 - x0)) * 3);
+        std::memcpy(
+            out.data + out.stride * static_cast<std::size_t>(y) + static_cast<std::size_t>(4 * s.x0) * 3,
+            dst.data + dst.stride * static_cast<std::size_t>(y) + static_cast<std::size_t>(4 * (s.x0 - s.a)) * 3,
+            static_cast<std::size_t>(4 * (s.x1 - s.x0)) * 3);
     }
   }
 

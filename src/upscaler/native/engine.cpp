@@ -407,19 +407,34 @@ class Engine final : public NativeUpscaler {
 
   // ---- execution -----------------------------------------------------------------------------------
 
+  // Rows per step of every layer (for RRDBNet, of its tail at 2x and 4x; see trunk_for).
   int strip_for(int width, int height) const {
     if (strip_rows_ > 0) return strip_rows_;
-    // A small image runs as one strip: every layer's rows at once, so each tensor dies after its last reader
-    // and the few live ones are reused from cache (Xeon, 2 threads, one strip vs strips: x4fast 384x384 405-417
-    // vs 422-434 ms, 512x512 757 vs 743; x4plus 128x128 725-741 vs 943-978, 192x192 1634-1711 vs 1847-1870,
-    // 256x256 3466-3604 vs 3395-3458).
-    if (static_cast<long long>(width) * height <= (rrdb_ ? 192 * 192 : 384 * 384)) return height;
+    // A small SRVGGNetCompact image runs as one strip: every layer's rows at once, so each tensor dies after its
+    // last reader and the few live ones are reused from cache (Xeon, 2 threads, one strip vs strips: x4fast
+    // 384x384 405-417 vs 422-434 ms, 512x512 757 vs 743).
+    if (!rrdb_ && static_cast<long long>(width) * height <= 384 * 384) return height;
     // A strip of about this many pixels per layer keeps a layer's input and output in L2 (measured on the
     // Xeon, 2 threads: x4fast 2048 px, x4plus 4096 px ran 1.4-1.8x faster than 4x that), whole tile rows, at
     // least 8 rows.
     const int px = rrdb_ ? 4096 : 2048;
     const int rows = std::max((px + width - 1) / width, 8);
     return std::min((rows + m_ - 1) / m_ * m_, 256);
+  }
+
+  // Rows per step of RRDBNet's trunk (its layers at the input's resolution). A small image's trunk runs as one
+  // strip: each tensor dies after its last reader, and a dense block's five convs share one transformed input
+  // (in strips each conv's tiles lie a row below the last one's, so each transforms all its sources). The tail
+  // at 2x and 4x still runs in strips, so its large tensors are never whole. Xeon, 2 threads, x4plus, ms and peak
+  // RSS, interleaved, this vs everything as one strip up to 192x192 and in strips above: fp32 128x128 724-785 vs
+  // 735-802 (607 vs 710 MB), 192x192 1952-1999 vs 1891-2182 (670 vs 976 MB); bf16 (transforms weigh more there)
+  // 128x128 398-407 vs 409-431, 256x256 1775-1784 vs 2284-2308, 320x320 3290-3511 vs 4272-4284 (586 vs 776 MB),
+  // 384x384 5302-5606 vs 5481-5551 (692 vs 794 MB). Above that strips win: fp32 256x256 trunk whole 3949-4648 vs
+  // 3585-3984 in strips, bf16 512x512 10307 vs 9502.
+  int trunk_for(int width, int height) const {
+    if (strip_rows_ > 0 || !rrdb_) return strip_for(width, height);
+    const long long whole = bf16_ ? 384 * 384 : 192 * 192;
+    return static_cast<long long>(width) * height <= whole ? height : strip_for(width, height);
   }
 
   void release() {
@@ -479,9 +494,9 @@ class Engine final : public NativeUpscaler {
     return l;
   }
 
-  // A dense block's V for the whole image, when the image runs as one strip: at most 63 slots past its tiles.
+  // A dense block's V for the whole image, when the trunk runs as one strip: at most 63 slots past its tiles.
   std::size_t dense_v_bytes(int W, int H) const {
-    if (groups_ == 0 || strip_for(W, H) < H) return 0;
+    if (groups_ == 0 || trunk_for(W, H) < H) return 0;
     int ld = 0;
     for (const auto& node : nodes_)
       if (node.is_conv && node.conv.group >= 0) ld = std::max(ld, node.conv.ld);
@@ -551,20 +566,20 @@ class Engine final : public NativeUpscaler {
   // The strips through the whole network (planning_: only the rows each tensor holds).
   void drive(ConstImageView in, ImageView out, const Progress& progress) {
     const int H = in.height, W = in.width;
-    const int S = strip_for(W, H);
+    const int S = strip_for(W, H), St = trunk_for(W, H);
     const int total = (H + S - 1) / S;
     int fed = 0, written = 0, reported = 0;
     step_ = 0;
     while (written < H) {
       if (fed < H) {
-        const int upto = std::min(H, fed + S);
+        const int upto = std::min(H, fed + St);
         feed(in, fed, upto);
         fed = upto;
       }
       ++step_;
       for (auto& node : nodes_) {
         if (node.is_conv) {
-          step_conv(node.conv, S);
+          step_conv(node.conv, res_[node.conv.out] == 1 ? St : S);
           for (int t : node.conv.in) trim(t, written);
           for (int k = 0; k < node.conv.nres; ++k) trim(node.conv.res[k], written);
         } else {
@@ -693,8 +708,8 @@ class Engine final : public NativeUpscaler {
     const auto& shape = mm.at[size];
     const int T = (size + 1) * kChunkStep;
     chunks = (tiles + T - 1) / T;
-    // One strip: a dense block's conv keeps its V in dense_v_ for the next ones, and transforms only the source
-    // the conv before it made (if that conv left V for the same block in the same chunks).
+    // The trunk as one strip: a dense block's conv keeps its V in dense_v_ for the next ones, and transforms only
+    // the source the conv before it made (if that conv left V for the same block in the same chunks).
     const bool dense = c.group >= 0 && o == 0 && target == H && !dense_v_.empty();
     const std::size_t chunk_v = static_cast<std::size_t>(P_) * T * c.ld * velem();
     if (dense) {
