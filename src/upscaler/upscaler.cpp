@@ -438,9 +438,7 @@ class AutoCpuUpscaler final : public Upscaler {
     const int band = band_for(width, height);
     if (band == 0) return native_->tile_count(width, height);
     if (band < 0) return tiles().tile_count(width, height);
-    int strips = 0;
-    for (int b = 0; b < bands(width, band); ++b) strips += native_->tile_count(band_span(width, band, b).width, height);
-    return strips;
+    return band_strips(width, height, band);
   }
   void process(ConstImageView in, ImageView out, const Progress& progress) override {
     const int band = band_for(in.width, in.height);
@@ -465,6 +463,12 @@ class AutoCpuUpscaler final : public Upscaler {
     const int x0 = b * band, x1 = std::min(width, x0 + band);
     const int a = std::max(0, x0 - kBandPad), e = std::min(width, x1 + kBandPad);
     return {x0, x1, a, e - a};
+  }
+  // The strips of all bands (bands of other widths may run other numbers of strips).
+  int band_strips(int width, int height, int band) const {
+    int strips = 0;
+    for (int b = 0; b < bands(width, band); ++b) strips += native_->tile_count(band_span(width, band, b).width, height);
+    return strips;
   }
 
   // 0: the whole image fits; > 0: the core width of the bands that fit; -1: libtorch's tiles.
@@ -491,7 +495,7 @@ class AutoCpuUpscaler final : public Upscaler {
   void process_bands(ConstImageView in, ImageView out, int band, const Progress& progress) {
     const int n = bands(in.width, band);
     const int wmax = std::min(in.width, band + 2 * kBandPad);
-    const int total = tile_count(in.width, in.height);  // bands of other widths may run other numbers of strips
+    const int total = band_strips(in.width, in.height, band);
     std::vector<std::uint8_t> part(static_cast<std::size_t>(wmax) * 4 * 3 * in.height * 4);
     for (int b = 0, before = 0; b < n; ++b) {
       const Span s = band_span(in.width, band, b);
