@@ -407,7 +407,7 @@ class Engine final : public NativeUpscaler {
 
   // ---- execution -----------------------------------------------------------------------------------
 
-  // Rows per step of every layer (for RRDBNet, of its tail at 2x and 4x; see trunk_for).
+  // Rows per step of every layer but RRDBNet's trunk (trunk_for: the same, or the whole image).
   int strip_for(int width, int height) const {
     if (strip_rows_ > 0) return strip_rows_;
     // A small SRVGGNetCompact image runs as one strip: every layer's rows at once, so each tensor dies after its
