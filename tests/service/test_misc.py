@@ -2,6 +2,8 @@
 
 import os
 import re
+import socket
+import struct
 import subprocess
 import time
 
@@ -66,6 +68,35 @@ def test_docs_pages(server):
         assert r.status_code == 200, path
         assert r.headers["Content-Type"].startswith("text/html"), (path, r.headers["Content-Type"])
         assert "openapi.json" in r.text, f"{path} does not load the API document"
+
+
+def test_clients_that_hang_up_mid_download_leave_the_server_serving(server):
+    """A phone that drops a download halfway (an app sent to the background, a gallery scrolled past) resets
+    the connection while the file is still being written; the server must carry on, not die of SIGPIPE."""
+    c = logged_in_client(server)
+    # A real JPEG padded with zeros to 8 MB: more than loopback's socket buffers hold, so the server is still
+    # writing when the reset arrives.
+    body = jpeg(64, 48, "chelsea")
+    body += b"\0" * (8_000_000 - len(body))
+    r = c.upload(body)
+    assert r.status_code == 200, r.text
+    pid = r.json()["id"]
+    request = (f"GET /photos/{pid}?type=original HTTP/1.1\r\nHost: x\r\n"
+               f"Authorization: Bearer {c.token}\r\n\r\n").encode()
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    for _ in range(10):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.bind((c.ip, 0))
+        s.connect((host, int(port)))
+        s.sendall(request)
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        s.close()
+    time.sleep(0.5)
+    assert server.running(), server.log_text()[-3000:]
+    r = c.get(f"/photos/{pid}", params={"type": "original"})
+    assert r.status_code == 200 and r.content == body
 
 
 def test_request_log(server):
