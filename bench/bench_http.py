@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """HTTP throughput and latency of `petcam serve` with wrk, on SQLite and on PostgreSQL.
 
-Scenarios: GET /health, GET /photos (100 rows), POST /token (Argon2id verify each time), POST /upscale
-(a ~1 MB JPEG; rate limits raised, no job workers so the CPU goes to HTTP). wrk runs on the same
-2-core machine as the server and the database, so every figure includes their competition for cores.
+Scenarios: GET /health, GET /photos (100 rows), downloads of a small and of a ~1 MB original, POST /token
+(Argon2id verify each time), POST /upscale (a ~1 MB JPEG; rate limits raised, no job workers so the CPU goes
+to HTTP). wrk runs on the same 2-core machine as the server and the database, so every figure includes their
+competition for cores.
 
   /usr/bin/python3 bench/bench_http.py [--petcam build/release/petcam] [--duration 10] [--db sqlite,postgres]
 """
@@ -120,6 +121,9 @@ def run_database(petcam, db, duration, jpeg):
                     assert r.ok, r.text
                 listed = s.get(server.base + "/photos", headers=auth).json()
                 assert len(listed) == 100
+                r = s.post(server.base + "/upscale", headers=auth, files={"file": ("big.jpg", jpeg, "image/jpeg")})
+                assert r.ok, r.text
+                big_id = r.json()["id"]
                 with tempfile.NamedTemporaryFile(suffix=".jpg", delete=False) as f:
                     f.write(jpeg)
                 rows = []
@@ -128,6 +132,9 @@ def run_database(petcam, db, duration, jpeg):
                                                            headers=["Authorization: Bearer " + token])))
                 rows.append(("GET /photos/{id} (download)",
                              wrk(f"{server.base}/photos/{listed[0]['id']}?type=original", duration, 32,
+                                 headers=["Authorization: Bearer " + token])))
+                rows.append(("GET /photos/{id} (%d KB)" % (len(jpeg) // 1000),
+                             wrk(f"{server.base}/photos/{big_id}?type=original", duration, 32,
                                  headers=["Authorization: Bearer " + token])))
                 rows.append(("POST /token", wrk(server.base + "/token", duration, 8,
                                                 script=os.path.join(WRK_DIR, "post_token.lua"),

@@ -1,6 +1,10 @@
 #include "http/server.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -209,6 +213,59 @@ class SseSink : public api::EventSink {
   bool closed_ = false;
 };
 
+// A download's body. Not restinio::sendfile: in RESTinio 0.6.16 a sendfile whose first call fails (the
+// client reset the connection while the headers were being written) destroys its own running operation
+// from inside it, a heap-use-after-free that ASan caught in our browser tests. Small bodies are read into
+// the response; larger ones are written from the file mapped into memory, so the kernel copies straight
+// from the page cache and the process holds no copy however large the file (bench/bench_http.py: within a
+// few % of sendfile). Our files are written once and renamed into place, never truncated, so a mapping
+// stays valid, and a file deleted meanwhile stays mapped until its write is done.
+constexpr std::uint64_t kReadWholeLimit = 256 * 1024;
+
+bool read_range(const std::string& path, std::uint64_t offset, std::uint64_t length, std::string& out) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  out.resize(static_cast<std::size_t>(length));
+  std::size_t got = 0;
+  while (got < out.size()) {
+    const auto n = ::pread(fd, out.data() + got, out.size() - got, static_cast<off_t>(offset + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  return got == out.size();
+}
+
+class MappedFile {
+ public:
+  // nullptr when the file cannot be opened or mapped (deleted since the lookup) or is shorter than asked.
+  static std::shared_ptr<MappedFile> open(const std::string& path, std::uint64_t offset, std::uint64_t length) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return nullptr;
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) < offset + length) {
+      ::close(fd);
+      return nullptr;
+    }
+    void* base = ::mmap(nullptr, static_cast<std::size_t>(offset + length), PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);  // the mapping keeps the file
+    if (base == MAP_FAILED) return nullptr;
+    return std::shared_ptr<MappedFile>(new MappedFile(base, offset, length));
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  ~MappedFile() { ::munmap(base_, static_cast<std::size_t>(offset_ + length_)); }
+
+  const char* data() const { return static_cast<const char*>(base_) + offset_; }
+  std::size_t size() const { return static_cast<std::size_t>(length_); }
+
+ private:
+  MappedFile(void* base, std::uint64_t offset, std::uint64_t length) : base_(base), offset_(offset), length_(length) {}
+  void* base_;
+  std::uint64_t offset_, length_;
+};
+
 }  // namespace
 
 struct Server::Impl {
@@ -300,16 +357,17 @@ void Server::Impl::send_file(const restinio::request_handle_t& req, const api::F
   auto resp = req->create_response(restinio::http_status_line_t{
       restinio::http_status_code_t{static_cast<std::uint16_t>(f.status)}, reason(f.status)});
   for (const auto& [name, value] : f.headers) resp.append_header(name, value);
-  if (!f.path.empty()) {
+  if (!f.path.empty() && f.length > 0) {
     // Opened here, on the pool thread. A photo deleted since the lookup is simply not found.
-    auto file = [&] {
-      try {
-        return restinio::sendfile(f.path).offset_and_size(f.offset, f.length);
-      } catch (const std::exception&) {
-        throw api::ApiError(404, "Photo not found");
-      }
-    }();
-    resp.set_body(std::move(file));
+    if (f.length <= kReadWholeLimit) {
+      std::string body;
+      if (!read_range(f.path, f.offset, f.length, body)) throw api::ApiError(404, "Photo not found");
+      resp.set_body(std::move(body));
+    } else {
+      auto file = MappedFile::open(f.path, f.offset, f.length);
+      if (!file) throw api::ApiError(404, "Photo not found");
+      resp.set_body(std::move(file));
+    }
   }
   if (draining) resp.connection_close();
   resp.done(count_write());
