@@ -116,8 +116,9 @@ int run_serve(const std::string& env_file, const std::string& role, const std::s
   // A worker-only process has no HTTP to stop it: it waits for these, so they are blocked in every thread
   // (threads inherit the mask) and taken with sigwait below.
   sigset_t stop_signals;
-  // A client that resets its connection while a file is being sent makes sendfile(2) raise SIGPIPE (it has
-  // no MSG_NOSIGNAL); the write must fail with EPIPE and end that connection, not the process.
+  // Clients reset connections at any time: a write that meets one must fail with EPIPE and end that
+  // connection, not the process. (sendfile(2), which downloads used, has no MSG_NOSIGNAL: a phone dropping
+  // a download killed the server with SIGPIPE.)
   std::signal(SIGPIPE, SIG_IGN);
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);

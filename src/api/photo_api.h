@@ -17,7 +17,7 @@
 
 namespace petcam::api {
 
-// A download: the status, the part of the file to send (the HTTP layer streams it with sendfile) and its
+// A download: the status, the part of the file to send (the HTTP layer reads or maps it) and its
 // headers. No path: no body (304).
 struct FileResponse {
   int status = 200;  // 200, 206 or 304

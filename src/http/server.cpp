@@ -634,8 +634,8 @@ void Server::run(const std::function<void()>& on_listening) {
       .write_http_response_timelimit(std::chrono::seconds(s.write_timeout_s))
       .handle_request_timeout(std::chrono::seconds(s.handle_timeout_s))
       .max_parallel_connections(static_cast<std::size_t>(s.max_connections))
-      // A download is written as headers, then the file (sendfile): with Nagle on, the file's first segment
-      // waits for the client's delayed ACK of the headers, ~40 ms per download on a keep-alive connection.
+      // Some answers leave in more than one write (event streams, one write per event): with Nagle on, a
+      // small segment sent while an earlier one is unacknowledged waits for the client's delayed ACK, ~40 ms.
       .socket_options_setter([](restinio::socket_options_t& o) { o.set_option(asio::ip::tcp::no_delay{true}); })
       .incoming_http_msg_limits(restinio::incoming_http_msg_limits_t{}
                                     .max_url_size(8 * 1024)
