@@ -194,6 +194,41 @@ def test_native_bf16(model, petcam, ref, inputs):
     assert p >= 50.0
 
 
+def cpu_has_amx_bf16():
+    with open("/proc/cpuinfo") as f:
+        flags = set(next(line for line in f if line.startswith("flags")).split())
+    return {"amx_bf16", "amx_tile", "avx512_bf16"} <= flags and cpu_has_avx512()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_native_bf16_direct_amx_convs(model, petcam, ref, inputs):
+    """On AMX the bf16 convs run direct on tile registers (PETCAM_AMX=0: Winograd + oneDNN's matmul, as on
+    AVX-512 CPUs without AMX). Both within 50 dB of fp32; the direct convs compute each output row from the
+    same rows whatever the strips, so strips of 8 rows give exactly the one-strip result."""
+    if not cpu_has_amx_bf16():
+        pytest.skip("this CPU has no AMX-BF16: the direct tile kernels do not run here")
+    src = inputs[model]
+    theirs = ref.upscale(src, model, "fp32")
+    outs, logs = {}, {}
+    for name, env, strip in (("direct", {}, STRIP), ("direct-whole", {}, 10000),
+                             ("winograd", {"PETCAM_AMX": "0"}, STRIP)):
+        out = os.path.join(petcam.workdir, f"amx_{model}_{name}.png")
+        r = petcam.run("upscale", src, out, "--model", model, "--precision", "bf16", "--engine", "native",
+                       "--strip-rows", str(strip), "--threads", THREADS, env={**os.environ, **env})
+        assert r.returncode == 0, r.stderr
+        outs[name], logs[name] = load(out), r.stderr
+    assert "direct 3x3 on AMX tiles (bf16)" in logs["direct"], logs["direct"]
+    assert "direct 3x3" not in logs["winograd"], logs["winograd"]
+    for name in ("direct", "winograd"):
+        p = psnr(outs[name], theirs)
+        print(f"\n{model} native bf16 {name} vs reference fp32: {p:.2f} dB")
+        assert p >= 50.0
+    p, band_max = strip_band_stats(outs["direct"], outs["direct-whole"])
+    print(f"{model} native bf16 direct, strips vs one strip: {psnr(outs['direct'], outs['direct-whole']):.2f} dB, "
+          f"strip-border bands {p:.2f} dB, max {band_max}")
+    assert np.array_equal(outs["direct"], outs["direct-whole"]), "direct convs: strips changed the result"
+
+
 def test_native_engine_is_logged(petcam, inputs):
     out = os.path.join(petcam.workdir, "engine_log.png")
     r = petcam.run("upscale", inputs["x4fast"], out, "--model", "x4fast", "--precision", "fp32",

@@ -16,6 +16,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "upscaler/native/amx_conv.h"
 #include "upscaler/native/winograd.h"
 
 namespace petcam::upscaler::native {
@@ -77,10 +78,13 @@ struct Buf {
   int C = 0, H = 0, W = 0, Wp = 0;
   int base = 0, avail = 0, cap = 0;
   float* data = nullptr;
+  bool f32 = true;      // the fp32 rows (a tensor only direct convs read, made by one, has only bf16 ones)
+  bool mirror = false;  // a bf16 copy of every row follows the fp32 ring (direct AMX convs read it)
+  std::uint16_t* h = nullptr;
   bool live = false;                    // its rows have started (the arena block is its own from then on)
   int peak = 0, first = -1, last = -1;  // planning: most rows held; the steps it starts and ends at
 
-  // m: the Winograd output tile (rows are padded to whole tiles).
+  // m: rows are padded to a whole number of m pixels (the Winograd output tile, or 32 for AMX's segments).
   void init(int c, int h, int w, int m) {
     C = c, H = h, W = w;
     Wp = (w + m - 1) / m * m + 2;
@@ -90,9 +94,13 @@ struct Buf {
     live = false;
   }
   std::size_t row_floats() const { return static_cast<std::size_t>(Wp) * C; }
-  std::size_t ring_bytes(int rows) const { return static_cast<std::size_t>(rows) * row_floats() * sizeof(float); }
+  std::size_t ring_bytes(int rows) const {
+    return static_cast<std::size_t>(rows) * row_floats() * ((f32 ? sizeof(float) : 0) + (mirror ? 2 : 0));
+  }
   float* row(int r) { return data + static_cast<std::size_t>(r % cap) * row_floats(); }
   float* pixels(int r) { return row(r) + C; }  // pixel 0 of row r
+  std::uint16_t* hrow(int r) { return h + static_cast<std::size_t>(r % cap) * row_floats(); }
+  std::uint16_t* hpixels(int r) { return hrow(r) + C; }
   bool dead() const { return base >= H; }
 };
 
@@ -138,6 +146,8 @@ struct Conv {
   float res_scale[2] = {1.0f, 1.0f};
   int prim = -1;         // index into the matmul primitives
   dnnl::memory weights;  // U in the primitive's preferred layout
+  bool direct = false;   // a direct conv on AMX tiles (bf16 sources), with these weights:
+  std::vector<std::uint16_t> packed;
   std::vector<const float*> rows[6];
   std::vector<float*> out_rows;
   std::vector<const float*> res_rows[2];
@@ -179,15 +189,29 @@ class Engine final : public NativeUpscaler {
         eng_(dnnl::engine::kind::cpu, 0) {
     if (bf16_ && kernels_.isa != Isa::Avx512)
       throw std::runtime_error("bf16 needs an AVX-512 CPU (oneDNN 2.6 has no bf16 matmul below it); use fp32");
+    const char* amx_env = std::getenv("PETCAM_AMX");
+    direct_ = bf16_ && m_ == 4 && amx::available() && !(amx_env && std::strcmp(amx_env, "0") == 0);
+    pad_ = direct_ ? 32 : m_;
     if (net_->tail() == Tail::PixelShuffleAddInput)
       build_srvgg();
     else
       build_rrdb();
     std::ostringstream d;
-    d << "native: winograd F(" << m_ << ",3) " << to_string(kernels_.isa)
-      << " transforms, NHWC16 fp32 activations in row strips, "
-      << "oneDNN " << dnnl_version()->major << "." << dnnl_version()->minor << " matmul " << (bf16_ ? "bf16" : "fp32")
-      << " (" << impl_ << "), " << threads_ << (threads_ == 1 ? " thread" : " threads");
+    int direct = 0, convs = 0;
+    for (const auto& node : nodes_)
+      if (node.is_conv) direct += node.conv.direct, ++convs;
+    if (direct == convs) {
+      d << "native: direct 3x3 on AMX tiles (bf16) for all " << convs << " convs, NHWC bf16 activations (fp32 where "
+        << "a residual or the output reads them) in row strips, " << threads_
+        << (threads_ == 1 ? " thread" : " threads");
+    } else {
+      d << "native: ";
+      if (direct > 0) d << "direct 3x3 on AMX tiles (bf16) for " << direct << " of " << convs << " convs, the rest ";
+      d << "winograd F(" << m_ << ",3) " << to_string(kernels_.isa) << " transforms, NHWC16 fp32 activations"
+        << (direct > 0 ? " (+ bf16 copies)" : "") << " in row strips, "
+        << "oneDNN " << dnnl_version()->major << "." << dnnl_version()->minor << " matmul " << (bf16_ ? "bf16" : "fp32")
+        << " (" << impl_ << "), " << threads_ << (threads_ == 1 ? " thread" : " threads");
+    }
     describe_ = d.str();
     arch_ = net_->describe();
     macs_ = net_->macs_per_input_pixel();
@@ -199,6 +223,20 @@ class Engine final : public NativeUpscaler {
       for (int t : reads)
         if (std::find(users_[t].begin(), users_[t].end(), static_cast<int>(n)) == users_[t].end())
           users_[t].push_back(static_cast<int>(n));
+    }
+    // A tensor a direct conv makes and only direct convs read (as input, not a residual) needs no fp32 rows.
+    f32_.assign(bufs_.size(), true);
+    for (const auto& node : nodes_) {
+      if (!node.is_conv || !node.conv.direct) continue;
+      const int t = node.conv.out;
+      if (t == final_ || users_[t].empty()) continue;
+      bool only = true;
+      for (int n : users_[t]) {
+        const Node& u = nodes_[n];
+        only = only && u.is_conv && u.conv.direct &&
+               std::find(u.conv.res, u.conv.res + u.conv.nres, t) == u.conv.res + u.conv.nres;
+      }
+      f32_[t] = !only;
     }
     net_.reset();  // the transformed weights are all we need; the libtorch copy would double the memory
   }
@@ -243,7 +281,15 @@ class Engine final : public NativeUpscaler {
     bufs_.emplace_back();
     res_.push_back(res);
     chan_.push_back(pad16(c));
+    mirror_.push_back(false);
     return static_cast<int>(bufs_.size()) - 1;
+  }
+
+  // The image, RGB in [0, 1]: channels padded to 16, or to 32 where the first conv runs on AMX tiles too.
+  int input_tensor() {
+    const int t = tensor(3, 1);
+    if (direct_) chan_[t] = 32;
+    return t;
   }
 
   // A 3x3 conv of the channel concatenation of `in` from network conv `index`.
@@ -284,6 +330,14 @@ class Engine final : public NativeUpscaler {
         padded += chan_[t];
       }
       if (real != cin) throw ModelError("native engine: conv " + std::to_string(index) + " input channels mismatch");
+    }
+    c.direct = direct_ && c.K <= amx::kMaxK &&
+               std::all_of(c.in.begin(), c.in.end(), [&](int t) { return chan_[t] % 32 == 0; });
+    if (c.direct) {
+      c.packed = amx::pack_weights(oihw.data(), cout, c.K, c.N);
+      for (int t : c.in) mirror_[t] = true;
+      nodes_.push_back(std::move(node));
+      return c.out;
     }
     const auto u = transform_weights(oihw.data(), cout, c.K, c.K, c.N, m_);
     c.prim = matmul_for(c.K, c.N, c.ld);
@@ -357,7 +411,7 @@ class Engine final : public NativeUpscaler {
   void build_srvgg() {
     const auto& convs = net_->convs();
     const auto& prelus = net_->prelus();
-    input_ = tensor(3, 1);
+    input_ = input_tensor();
     int x = input_;
     for (std::size_t i = 0; i + 1 < convs.size(); ++i) x = conv({x}, i, kActPrelu, &prelus.at(i));
     final_ = conv({x}, convs.size() - 1, kActNone);
@@ -367,7 +421,7 @@ class Engine final : public NativeUpscaler {
   void build_rrdb() {
     const std::size_t blocks = (net_->convs().size() - 6) / 15;
     std::size_t k = 0;
-    input_ = tensor(3, 1);
+    input_ = input_tensor();
     const int feat = conv({input_}, k++, kActNone);
     int cur = feat;
     for (std::size_t b = 0; b < blocks; ++b) {
@@ -457,7 +511,11 @@ class Engine final : public NativeUpscaler {
     std::size_t bytes = 0;
   };
   Layout plan(int W, int H) {
-    for (std::size_t t = 0; t < bufs_.size(); ++t) bufs_[t].init(chan_[t], H * res_[t], W * res_[t], m_);
+    for (std::size_t t = 0; t < bufs_.size(); ++t) {
+      bufs_[t].init(chan_[t], H * res_[t], W * res_[t], pad_);
+      bufs_[t].mirror = mirror_[t];
+      bufs_[t].f32 = f32_[t];
+    }
     planning_ = true;
     drive({nullptr, W, H, 0}, {nullptr, 4 * W, 4 * H, 0}, nullptr);
     planning_ = false;
@@ -499,7 +557,8 @@ class Engine final : public NativeUpscaler {
     if (groups_ == 0 || trunk_for(W, H) < H) return 0;
     int ld = 0;
     for (const auto& node : nodes_)
-      if (node.is_conv && node.conv.group >= 0) ld = std::max(ld, node.conv.ld);
+      if (node.is_conv && node.conv.group >= 0 && !node.conv.direct) ld = std::max(ld, node.conv.ld);
+    if (ld == 0) return 0;
     const std::size_t tiles = static_cast<std::size_t>((W + m_ - 1) / m_) * ((H + m_ - 1) / m_);
     return (tiles + kChunkTiles - 1) * P_ * ld * velem();
   }
@@ -508,8 +567,10 @@ class Engine final : public NativeUpscaler {
   std::size_t scratch_bytes_per_thread() const {
     int kmax = 0, nmax = 0;
     for (const auto& m : mms_) kmax = std::max(kmax, m.ld), nmax = std::max(nmax, m.N);
-    return static_cast<std::size_t>(P_) * kChunkTiles * kmax * velem() +
-           static_cast<std::size_t>(P_) * kChunkTiles * nmax * 4 + scratch_bytes_ + 3 * 64;
+    return std::max<std::size_t>(static_cast<std::size_t>(P_) * kChunkTiles * kmax * velem() +
+                                     static_cast<std::size_t>(P_) * kChunkTiles * nmax * 4 + scratch_bytes_,
+                                 2 * 32 * 32 * sizeof(float)) +
+           3 * 64;
   }
 
  public:
@@ -525,14 +586,20 @@ class Engine final : public NativeUpscaler {
     float* arena = arena_.map(l.bytes);
     for (std::size_t t = 0; t < bufs_.size(); ++t) {
       Buf& b = bufs_[t];
-      b.init(chan_[t], H * res_[t], W * res_[t], m_);
+      b.init(chan_[t], H * res_[t], W * res_[t], pad_);
+      b.mirror = mirror_[t];
+      b.f32 = f32_[t];
       b.cap = l.rows[t];
       b.data = arena + l.offset[t] / sizeof(float);
+      b.h = !b.mirror ? nullptr
+            : b.f32   ? reinterpret_cast<std::uint16_t*>(b.data + static_cast<std::size_t>(b.cap) * b.row_floats())
+                      : reinterpret_cast<std::uint16_t*>(b.data);
+      if (!b.f32) b.data = nullptr;
     }
     reused_ = l.reused;
     std::size_t zero = 0;
     for (const auto& b : bufs_) zero = std::max(zero, b.row_floats());
-    zero_.assign(zero, 0.0f);
+    zero_.assign(zero + 16, 0.0f);  // + room to align it to 64 bytes (tile loads)
     scratch_.resize(threads_);
     while (static_cast<int>(streams_.size()) < threads_) streams_.emplace_back(eng_);
     for (auto& s : scratch_) s.assign(scratch_bytes_per_thread(), 0);
@@ -555,10 +622,17 @@ class Engine final : public NativeUpscaler {
       b.live = true;
       if (reused_[t])  // the block's last tensor left its pixels; our padding columns must be zero
         for (int r = 0; r < b.cap; ++r) {
-          float* row = b.data + static_cast<std::size_t>(r) * b.row_floats();
-          std::memset(row, 0, sizeof(float) * b.C);
-          std::memset(row + static_cast<std::size_t>(b.W + 1) * b.C, 0,
-                      sizeof(float) * (b.row_floats() - static_cast<std::size_t>(b.W + 1) * b.C));
+          if (b.f32) {
+            float* row = b.data + static_cast<std::size_t>(r) * b.row_floats();
+            std::memset(row, 0, sizeof(float) * b.C);
+            std::memset(row + static_cast<std::size_t>(b.W + 1) * b.C, 0,
+                        sizeof(float) * (b.row_floats() - static_cast<std::size_t>(b.W + 1) * b.C));
+          }
+          if (!b.mirror) continue;
+          std::uint16_t* hr = b.h + static_cast<std::size_t>(r) * b.row_floats();
+          std::memset(hr, 0, 2 * b.C);
+          std::memset(hr + static_cast<std::size_t>(b.W + 1) * b.C, 0,
+                      2 * (b.row_floats() - static_cast<std::size_t>(b.W + 1) * b.C));
         }
     }
   }
@@ -617,6 +691,7 @@ class Engine final : public NativeUpscaler {
         std::fill(p + 3, p + b.C, 0.0f);
       }
     }
+    if (!planning_) sync_mirror(b, y0, y1);
     b.avail = y1;
   }
 
@@ -636,6 +711,7 @@ class Engine final : public NativeUpscaler {
       float* d = dst.pixels(r);
       for (int x = 0; x < dst.W; ++x) std::memcpy(d + static_cast<std::size_t>(x) * dst.C, s + (x / 2) * dst.C, px);
     }
+    sync_mirror(dst, dst.avail, target);
     dst.avail = target;
   }
 
@@ -658,6 +734,11 @@ class Engine final : public NativeUpscaler {
       out.avail = target;
       return;
     }
+    if (c.direct) {
+      step_direct(c, o, target);
+      out.avail = target;
+      return;
+    }
 
     InputJob ij;
     ij.nsrc = static_cast<int>(c.in.size());
@@ -671,7 +752,7 @@ class Engine final : public NativeUpscaler {
       rp.resize(nrows);
       for (int k = 0; k < nrows; ++k) {
         const int y = o - 1 + k;
-        rp[k] = y >= 0 && y < b.avail ? b.row(y) : zero_.data();
+        rp[k] = y >= 0 && y < b.avail ? b.row(y) : zero_row();
       }
       ij.src[s].C = b.C;
       ij.src[s].rows = rp.data();
@@ -747,7 +828,59 @@ class Engine final : public NativeUpscaler {
       }
     };
     on_threads(workers, work);
+    sync_mirror(out, o, target);
     out.avail = target;
+  }
+
+  // A row of zeros for rows outside the image, 64-byte aligned.
+  const float* zero_row() { return reinterpret_cast<const float*>(align64(reinterpret_cast<char*>(zero_.data()))); }
+
+  // Output rows [o, target) of a direct conv, a row at a time from a shared counter.
+  void step_direct(const Conv& c, int o, int target) {
+    Buf& out = bufs_[c.out];
+    amx::RowJob proto;
+    proto.nsrc = static_cast<int>(c.in.size());
+    proto.K = c.K;
+    proto.N = c.N;
+    proto.width = out.W;
+    proto.weights = amx::aligned64(c.packed);
+    proto.bias = c.bias.data();
+    proto.slope = c.slope.empty() ? nullptr : c.slope.data();
+    proto.act = c.act;
+    proto.nres = c.nres;
+    for (int k = 0; k < c.nres; ++k) proto.res_scale[k] = c.res_scale[k];
+    const auto* zero = reinterpret_cast<const std::uint16_t*>(zero_row());
+    // Each thread a contiguous part: the three input rows of its next row are two of its last row's, in its L2.
+    const int n = target - o, parts = std::min(static_cast<int>(scratch_.size()), n);
+    on_threads(parts, [&](int thread) {
+      auto* scratch = reinterpret_cast<float*>(align64(scratch_[thread].data()));
+      amx::RowJob j = proto;
+      amx::begin();
+      const int lo = o + static_cast<int>(static_cast<long long>(n) * thread / parts);
+      const int hi = o + static_cast<int>(static_cast<long long>(n) * (thread + 1) / parts);
+      for (int y = lo; y < hi; ++y) {
+        for (int s = 0; s < j.nsrc; ++s) {
+          Buf& b = bufs_[c.in[s]];
+          j.src[s].C = b.C;
+          for (int k = 0; k < 3; ++k) {
+            const int r = y - 1 + k;
+            j.src[s].rows[k] = r >= 0 && r < b.avail ? b.hrow(r) : zero;
+          }
+        }
+        for (int k = 0; k < c.nres; ++k) j.res[k] = bufs_[c.res[k]].pixels(y);
+        j.out = out.f32 ? out.pixels(y) : nullptr;
+        j.out_bf16 = out.mirror ? out.hpixels(y) : nullptr;
+        amx::conv_row(j, scratch);
+      }
+      amx::end();
+    });
+  }
+
+  // The bf16 copy of rows [r0, r1) of a tensor a direct conv reads, from its fp32 rows.
+  void sync_mirror(Buf& b, int r0, int r1) {
+    if (!b.mirror) return;
+    rows_on_threads(threads_, r0, r1,
+                    [&](int r) { amx::to_bf16(b.pixels(r), b.hpixels(r), static_cast<std::size_t>(b.W) * b.C); });
   }
 
   static char* align64(char* p) {
@@ -782,8 +915,11 @@ class Engine final : public NativeUpscaler {
     if (planning_ && b.last < 0 && b.dead()) b.last = step_;
   }
 
+  // x255, clamped, rounded half to even as std::nearbyint (adding 2^23 leaves no fraction bits, in the default
+  // rounding mode) without its library call per value.
   static std::uint8_t to_u8(float v) {
-    return static_cast<std::uint8_t>(std::nearbyint(std::clamp(v * 255.0f, 0.0f, 255.0f)));
+    const float c = std::clamp(v * 255.0f, 0.0f, 255.0f);
+    return static_cast<std::uint8_t>((c + 8388608.0f) - 8388608.0f);
   }
 
   // Input rows [y0, y1) of the result: the network's tail, x255, clamp and round into `out`.
@@ -819,6 +955,8 @@ class Engine final : public NativeUpscaler {
   Precision precision_;
   bool bf16_;
   int m_, P_;                                  // Winograd output tile and transformed points
+  bool direct_ = false;                        // bf16 on AMX: 3x3 convs with 32-channel sources run direct
+  int pad_ = 4;                                // rows are padded to whole multiples of this many pixels
   int velem() const { return bf16_ ? 2 : 4; }  // bytes of one element of V
   Kernels kernels_;
   int threads_;
@@ -832,6 +970,8 @@ class Engine final : public NativeUpscaler {
   std::vector<Node> nodes_;
   std::vector<Buf> bufs_;
   std::vector<int> res_, chan_;
+  std::vector<bool> mirror_;  // per tensor: a direct conv reads it (its rows get a bf16 copy)
+  std::vector<bool> f32_;     // per tensor: it has fp32 rows
   int input_ = -1, final_ = -1;
   std::vector<float> zero_;
   bool planning_ = false;
