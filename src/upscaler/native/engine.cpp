@@ -224,19 +224,23 @@ class Engine final : public NativeUpscaler {
         if (std::find(users_[t].begin(), users_[t].end(), static_cast<int>(n)) == users_[t].end())
           users_[t].push_back(static_cast<int>(n));
     }
-    // A tensor a direct conv makes and only direct convs read (as input, not a residual) needs no fp32 rows.
+    // A tensor a direct conv or an upsample makes, that only direct convs read (as input, not a residual) or
+    // upsamples whose results are bf16 only, needs no fp32 rows (nodes come in order: readers after makers).
     f32_.assign(bufs_.size(), true);
-    for (const auto& node : nodes_) {
-      if (!node.is_conv || !node.conv.direct) continue;
-      const int t = node.conv.out;
+    for (auto n = nodes_.size(); n-- > 0;) {
+      const Node& node = nodes_[n];
+      if (node.is_conv && !node.conv.direct) continue;
+      const int t = node.is_conv ? node.conv.out : node.up.out;
       if (t == final_ || users_[t].empty()) continue;
       bool only = true;
-      for (int n : users_[t]) {
-        const Node& u = nodes_[n];
-        only = only && u.is_conv && u.conv.direct &&
-               std::find(u.conv.res, u.conv.res + u.conv.nres, t) == u.conv.res + u.conv.nres;
+      for (int r : users_[t]) {
+        const Node& u = nodes_[r];
+        only = only && (u.is_conv ? u.conv.direct &&
+                                        std::find(u.conv.res, u.conv.res + u.conv.nres, t) == u.conv.res + u.conv.nres
+                                  : !f32_[u.up.out]);
       }
       f32_[t] = !only;
+      if (only) mirror_[t] = true;
     }
     net_.reset();  // the transformed weights are all we need; the libtorch copy would double the memory
   }
@@ -705,13 +709,25 @@ class Engine final : public NativeUpscaler {
       dst.avail = target;
       return;
     }
-    const std::size_t px = static_cast<std::size_t>(dst.C) * sizeof(float);
-    for (int r = dst.avail; r < target; ++r) {
-      const float* s = src.pixels(r / 2);
-      float* d = dst.pixels(r);
-      for (int x = 0; x < dst.W; ++x) std::memcpy(d + static_cast<std::size_t>(x) * dst.C, s + (x / 2) * dst.C, px);
-    }
-    sync_mirror(dst, dst.avail, target);
+    // Nearest: each source pixel twice, in the precisions the result keeps (bf16 only: from the source's bf16
+    // rows, the same values its fp32 ones round to).
+    const std::size_t C = dst.C;
+    rows_on_threads(threads_, dst.avail, target, [&](int r) {
+      if (dst.f32) {
+        const float* s = src.pixels(r / 2);
+        float* d = dst.pixels(r);
+        for (int x = 0; x < dst.W; ++x) std::memcpy(d + x * C, s + (x / 2) * C, C * sizeof(float));
+      }
+      if (!dst.mirror) return;
+      std::uint16_t* d = dst.hpixels(r);
+      if (!src.mirror) {
+        const float* s = src.pixels(r / 2);
+        for (int x = 0; x < dst.W; ++x) amx::to_bf16(s + (x / 2) * C, d + x * C, C);
+        return;
+      }
+      const std::uint16_t* s = src.hpixels(r / 2);
+      for (int x = 0; x < dst.W; ++x) std::memcpy(d + x * C, s + (x / 2) * C, C * sizeof(std::uint16_t));
+    });
     dst.avail = target;
   }
 
