@@ -303,6 +303,23 @@ TEST(NativeEngine, Bf16TrunkAsOneStripEqualsStrips) {
   EXPECT_GE(to_fp32, psnr(b, ref) - 0.5);
 }
 
+// An engine keeps a small arena for the next image, whose pages then hold the last image's rows: a smaller,
+// narrower image after a larger one must come out as from a fresh engine (padding columns zeroed again), in
+// fp32 and in bf16 (on AMX: the direct convs and their bf16 rows).
+TEST(NativeEngine, TheNextImageInAKeptArenaEqualsAFreshEngine) {
+  const cv::Mat big = photo_crop(petcam::test::kCoffee, 88, 72), small = photo_crop(petcam::test::kChelsea, 45, 38);
+  for (const char* name : {"x4fast", "x4plus"})
+    for (auto p : {up::Precision::Fp32, up::Precision::Bf16}) {
+      if (p == up::Precision::Bf16 && up::native::detect_isa() != up::native::Isa::Avx512) continue;
+      auto kept = load_engine(model(name), up::Engine::Native, p);
+      run(*kept, big);
+      const cv::Mat again = run(*kept, small);
+      const cv::Mat fresh = run(*load_engine(model(name), up::Engine::Native, p), small);
+      EXPECT_EQ(cv::norm(again, fresh, cv::NORM_INF), 0.0)
+          << name << " " << (p == up::Precision::Bf16 ? "bf16" : "fp32");
+    }
+}
+
 // The Winograd transforms are built for AVX-512, AVX2 and SSE2 and picked per CPU: every one this CPU can run
 // (PETCAM_CPU_ISA lowers the pick) must give the whole-image result, on two threads.
 // F(6,3) (PETCAM_WINOGRAD=6, opt-in) on every instruction set, in strips and as one strip.
