@@ -97,25 +97,33 @@ PETCAM_AMX void store(float* scratch) {
   }
 }
 
-// Bias, activation, residuals and the stores of one segment from its products in scratch.
+// Bias, activation, residuals and the stores of one segment from its products in scratch. The job's fields are
+// read once into locals: the stores through float pointers could alias them, so the compiler would reload them
+// for every pixel.
 template <bool Two>
 PETCAM_AMX void epilogue(const RowJob& j, int x0, int nb, const float* scratch) {
   const int pixels = j.width - x0 < 32 ? j.width - x0 : 32;
+  const int N = j.N, nres = j.nres, act = j.act;
+  const float* res0 = j.res[0];
+  const float* res1 = j.res[1];
+  const __m512 scale0 = _mm512_set1_ps(j.res_scale[0]), scale1 = _mm512_set1_ps(j.res_scale[1]);
+  float* const out = j.out;
+  std::uint16_t* const out_bf16 = j.out_bf16;
   for (int h = 0; h < (Two ? 2 : 1); ++h) {
     const int co = (nb + h) * 16;
     const __m512 bias = _mm512_loadu_ps(j.bias + co);
-    const __m512 slope = j.act == kActPrelu ? _mm512_loadu_ps(j.slope + co) : _mm512_set1_ps(0.2f);
+    const __m512 slope = act == kActPrelu ? _mm512_loadu_ps(j.slope + co) : _mm512_set1_ps(0.2f);
     for (int p = 0; p < pixels; ++p) {
       __m512 v = _mm512_add_ps(_mm512_load_ps(scratch + p * 32 + h * 16), bias);
-      if (j.act != kActNone) {
+      if (act != kActNone) {
         const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
         v = _mm512_mask_mul_ps(v, neg, v, slope);
       }
-      const std::size_t px = static_cast<std::size_t>(x0 + p) * j.N + co;
-      for (int r = 0; r < j.nres; ++r)
-        v = _mm512_fmadd_ps(v, _mm512_set1_ps(j.res_scale[r]), _mm512_loadu_ps(j.res[r] + px));
-      if (j.out) _mm512_storeu_ps(j.out + px, v);
-      if (j.out_bf16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(j.out_bf16 + px), (__m256i)_mm512_cvtneps_pbh(v));
+      const std::size_t px = static_cast<std::size_t>(x0 + p) * N + co;
+      if (nres > 0) v = _mm512_fmadd_ps(v, scale0, _mm512_loadu_ps(res0 + px));
+      if (nres > 1) v = _mm512_fmadd_ps(v, scale1, _mm512_loadu_ps(res1 + px));
+      if (out) _mm512_storeu_ps(out + px, v);
+      if (out_bf16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out_bf16 + px), (__m256i)_mm512_cvtneps_pbh(v));
     }
   }
 }
