@@ -23,8 +23,9 @@ N_JOBS = int(os.environ.get("PETCAM_SCALE_JOBS", "200"))
 N_USERS = 4
 LEASE_S = 4
 SIZES = [(32, 24), (36, 27), (40, 30), (44, 33), (48, 36)]
-# The crash photo must run for well over a lease on one core (x4fast, 1 thread: ~14 s on the 2-core test
-# machine), so that the lease is seen renewed before the kill, with room for a faster CPU.
+# The crash photo must run for well over a lease on one core (x4fast fp32, 1 thread: ~18 s on the 2-core test
+# machine), so that the lease is seen renewed before the kill, with room for a faster CPU. The workers run
+# fp32 on every CPU: auto would pick bf16 where the CPU has it, and on AMX's direct convs the photo took 4.7 s.
 CRASH_SIZE = tuple(int(v) for v in os.environ.get("PETCAM_SCALE_CRASH_SIZE", "1600x1200").split("x"))
 KILL_AFTER_S = LEASE_S * 1.5
 COMPLETE_TIMEOUT_S = 150
@@ -35,6 +36,7 @@ WORKER_ENV = {
     "JOB_WORKERS": 1,
     "JOB_POLL_MS": 500,
     "INFERENCE_THREADS": 1,
+    "PRECISION": "fp32",
 }
 
 

@@ -1,6 +1,5 @@
 #include "upscaler/native/amx_conv.h"
 
-#include <cpuid.h>
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -56,7 +55,8 @@ struct Step {
 
 // One 32-pixel segment of outputs [16 nb, 16 (nb + 1 + Two)) into C0/C1 (pixels 0-15) and C2/C3 (16-31), over
 // `n` steps. Software pipelined: each tile register is reloaded for the next step right after its last use
-// in this one (tile registers are not renamed), so loads overlap the products still running.
+// in this one, so loads overlap the products still running (reloading a tile register that a product still
+// reads stalls: a 4 x 1 blocking that did so was 9-15% slower).
 template <bool Two>
 PETCAM_AMX void segment(const Step* steps, int n, int x0, int nb) {
   _tile_zero(0);

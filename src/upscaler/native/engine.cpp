@@ -78,7 +78,7 @@ struct Buf {
   int C = 0, H = 0, W = 0, Wp = 0;
   int base = 0, avail = 0, cap = 0;
   float* data = nullptr;
-  bool f32 = true;      // the fp32 rows (a tensor only direct convs read, made by one, has only bf16 ones)
+  bool f32 = true;      // the fp32 rows (a tensor that only direct convs read has only bf16 ones)
   bool mirror = false;  // a bf16 copy of every row follows the fp32 ring (direct AMX convs read it)
   std::uint16_t* h = nullptr;
   bool live = false;                    // its rows have started (the arena block is its own from then on)
@@ -868,7 +868,7 @@ class Engine final : public NativeUpscaler {
   // A row of zeros for rows outside the image, 64-byte aligned.
   const float* zero_row() { return reinterpret_cast<const float*>(align64(reinterpret_cast<char*>(zero_.data()))); }
 
-  // Output rows [o, target) of a direct conv, a row at a time from a shared counter.
+  // Output rows [o, target) of a direct conv, a row at a time, each thread a contiguous part.
   void step_direct(const Conv& c, int o, int target) {
     Buf& out = bufs_[c.out];
     amx::RowJob proto;
